@@ -1,0 +1,1 @@
+"""Command-line layer: one thin Typer command per stage."""

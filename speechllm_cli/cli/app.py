@@ -1,0 +1,167 @@
+"""The ``speechllm`` command: parse options, load the recipe config, run one stage, print its summary."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+import speechllm_cli
+from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.stages.recipe import load_recipe
+from speechllm_cli.stages.registry import PLANNED, STAGES
+from speechllm_cli.stages.runner import Context, StageResult
+
+T = TypeVar("T")
+out = Console()
+err = Console(stderr=True)
+
+app = typer.Typer(
+    name="speechllm",
+    help="Build speech LLMs mostly from text: staged recipes from data preparation to scoring.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class OnBadInput(str, Enum):
+    fail = "fail"
+    skip = "skip"
+
+
+RecipeOpt = Annotated[str | None, typer.Option(
+    "--recipe", "-r", metavar="NAME_OR_PATH",
+    help="Recipe name (a folder under recipes/) or path to a recipe folder or config.yaml.")]
+ExpDirOpt = Annotated[Path | None, typer.Option(
+    "--exp-dir", metavar="DIR", help="Experiment folder for all outputs. Default: exp/<recipe name>.")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", "-s", metavar="SECTION.KEY=VALUE",
+    help="Override a config value (YAML-parsed), e.g. --set prepare_data.mini.seed=3. Repeatable.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun even when the stage's outputs are up to date.")]
+BadInputOpt = Annotated[OnBadInput | None, typer.Option(
+    "--on-bad-input", case_sensitive=False,
+    help="fail: stop at the first bad entry with a one-line message; skip: skip bad entries and count them "
+         "by reason. Default: the config's on_bad_input (fail).")]
+
+
+def _progress(items: Iterable[T], total: int, description: str) -> Iterable[T]:
+    return track(items, total=total, description=description, console=err, transient=True,
+                 disable=not err.is_terminal)
+
+
+def _print(result: StageResult) -> None:
+    if result.rows:
+        table = Table(box=None, header_style="bold")
+        for index, column in enumerate(result.columns):
+            table.add_column(column, no_wrap=index == 0)
+        for row in result.rows:
+            table.add_row(*row)
+        out.print(table)
+    out.print(result.summary, soft_wrap=True)
+
+
+def _execute(stage: str, recipe: str | None, exp_dir: Path | None, sets: list[str] | None, force: bool,
+             extra: list[str] | None = None) -> None:
+    """Run one stage; a :class:`SpeechLLMError` becomes one line on stderr and exit status 1."""
+    try:
+        loaded = load_recipe(recipe, [*(sets or []), *(extra or [])])
+        context = Context(loaded.config, exp_dir or Path("exp") / loaded.config.name, force, _progress)
+        _print(STAGES[stage](context))
+    except SpeechLLMError as error:
+        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err.print("interrupted; rerun the same command to resume")
+        raise typer.Exit(130) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"speechllm {speechllm_cli.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                               help="Print the version and exit.")] = False) -> None:
+    """Build speech LLMs mostly from text: staged recipes from data preparation to scoring."""
+
+
+@app.command("prepare-data")
+def prepare_data(
+    recipe: RecipeOpt = None,
+    exp_dir: ExpDirOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+    on_bad_input: BadInputOpt = None,
+    kaldi_dir: Annotated[Path | None, typer.Option(
+        "--kaldi-dir", metavar="DIR", help="Import a Kaldi data folder (wav.scp, text, optional segments, "
+                                           "utt2spk) as split --split, without writing a recipe.")] = None,
+    tsv: Annotated[Path | None, typer.Option(
+        "--tsv", metavar="FILE", help="Import a TSV of path<TAB>text[<TAB>target] lines as split --split.")] = None,
+    split: Annotated[str | None, typer.Option(
+        "--split", metavar="NAME", help="Split name for --kaldi-dir or --tsv imports.")] = None,
+    corpus_dir: Annotated[Path | None, typer.Option(
+        "--corpus-dir", metavar="DIR", help="An existing LibriSpeech copy (for recipes whose source is "
+                                            "librispeech); overrides prepare_data.librispeech.corpus_dir.")] = None,
+) -> None:
+    """Corpora -> validated lhotse CutSets in <exp>/data/<split>/cuts.jsonl.gz."""
+    extra = [] if on_bad_input is None else [f"prepare_data.on_bad_input={on_bad_input.value}"]
+    if (kaldi_dir or tsv) and not split:
+        err.print("[bold red]error:[/] --kaldi-dir and --tsv need --split NAME")
+        raise typer.Exit(2)
+    if kaldi_dir and tsv:
+        err.print("[bold red]error:[/] give either --kaldi-dir or --tsv, not both")
+        raise typer.Exit(2)
+    for kind, path in (("kaldi", kaldi_dir), ("tsv", tsv)):
+        if path is not None:
+            key = "dir" if kind == "kaldi" else "file"
+            extra += [f"prepare_data.source={kind}", f"prepare_data.{kind}.{key}={path}",
+                      f"prepare_data.{kind}.split={split}"]
+    if corpus_dir is not None:
+        extra.append(f"prepare_data.librispeech.corpus_dir={corpus_dir}")
+    _execute("prepare-data", recipe, exp_dir, set_, force, extra)
+
+
+@app.command("prepare-text")
+def prepare_text(
+    recipe: RecipeOpt = None,
+    exp_dir: ExpDirOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+    on_bad_input: BadInputOpt = None,
+) -> None:
+    """Normalised text-only sets (<exp>/text/<set>.jsonl) and the CTC sentencepiece tokenizer."""
+    extra = [] if on_bad_input is None else [f"prepare_text.on_bad_input={on_bad_input.value}"]
+    _execute("prepare-text", recipe, exp_dir, set_, force, extra)
+
+
+_PLANNED_HELP = {
+    "train-encoder": "Train the CTC acoustic encoder on a recipe's paired speech.",
+    "align": "TASU: train the projector on simulated CTC posteriors from text only (frozen LLM).",
+    "curriculum-finetune": "Fine-tune under limited speech: text-only, direct mixing or curriculum schedules.",
+    "distill": "SALAD: cross-modal distillation from the text LLM, with active selection.",
+    "decode": "Zero-shot ASR and SLU decoding of the test sets (LSD posteriors through the speech LLM).",
+    "score": "WER/CER and SLU metrics; writes RESULTS.md.",
+}
+
+
+def _planned(name: str) -> None:
+    def command(recipe: RecipeOpt = None, exp_dir: ExpDirOpt = None, set_: SetOpt = None,
+                force: ForceOpt = False) -> None:
+        err.print(f"[bold red]error:[/] speechllm {name}: not implemented yet")
+        raise typer.Exit(1)
+
+    command.__doc__ = f"{_PLANNED_HELP[name]} (Not implemented yet.)"
+    app.command(name)(command)
+
+
+for _name in PLANNED:
+    _planned(_name)

@@ -1,0 +1,1 @@
+"""Building blocks every layer may use: user-facing errors, atomic I/O, typed configs."""

@@ -1,0 +1,1 @@
+"""Data layer: corpus importers, TTS synthesis, manifests and their validation, text normalisation."""

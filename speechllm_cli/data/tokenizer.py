@@ -1,0 +1,40 @@
+"""The sentencepiece model that gives the project's own CTC encoder its output units.
+
+Id 0 is reserved as ``<blk>`` so the tokenizer's ids are the CTC vocabulary as is (blank = 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+from pydantic import PositiveInt
+
+from speechllm_cli.common.config import StrictModel
+from speechllm_cli.common.io import atomic_dir
+
+BLANK = "<blk>"
+
+
+class TokenizerConfig(StrictModel):
+    vocab_size: PositiveInt = 500
+    """Upper bound; sentencepiece uses fewer units when the text cannot fill it."""
+    model_type: Literal["bpe", "unigram", "char"] = "bpe"
+    train_sets: list[str] = ["train"]
+    """Text sets (names under prepare_text.sets) whose text trains the tokenizer."""
+    character_coverage: float = 1.0
+
+
+def train_tokenizer(sentences: Iterable[str], config: TokenizerConfig, out_dir: Path) -> int:
+    """Train into ``out_dir/tokenizer.model``; return the vocabulary size actually reached."""
+    import sentencepiece
+
+    with atomic_dir(out_dir) as tmp:
+        sentencepiece.SentencePieceTrainer.train(
+            sentence_iterator=iter(list(sentences)), model_prefix=str(tmp / "tokenizer"),
+            vocab_size=config.vocab_size, model_type=config.model_type,
+            character_coverage=config.character_coverage, hard_vocab_limit=False,
+            pad_id=0, pad_piece=BLANK, unk_id=1, bos_id=-1, eos_id=-1, minloglevel=2)
+        size = sentencepiece.SentencePieceProcessor(model_file=str(tmp / "tokenizer.model")).get_piece_size()
+    return size

@@ -1,0 +1,89 @@
+"""Speech synthesis through the TTS engines Debian ships (espeak-ng, flite), called as binaries.
+
+Voices are written ``engine:voice`` (``espeak-ng:en-us+f3``, ``flite:slt``) so that a recipe can hold
+out whole engines or voice variants for its test sets.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+from speechllm_cli.common.errors import SpeechLLMError
+
+
+@dataclass(frozen=True)
+class Voice:
+    engine: str
+    name: str
+
+    @classmethod
+    def parse(cls, spec: str) -> Voice:
+        engine, sep, name = spec.partition(":")
+        if not sep or not name:
+            raise ValueError(f"voice {spec!r} must be written engine:voice, e.g. espeak-ng:en-us+f3")
+        if engine not in ENGINES:
+            raise ValueError(f"voice {spec!r}: unknown TTS engine {engine!r} (known: {', '.join(ENGINES)})")
+        return cls(engine, name)
+
+    @property
+    def slug(self) -> str:
+        """A form usable in utterance ids and file names."""
+        return f"{self.engine}_{self.name}".replace("+", "_").replace("-", "").replace(":", "_")
+
+
+def _run(command: list[str], what: str) -> bytes:
+    if shutil.which(command[0]) is None:
+        raise SpeechLLMError(f"{command[0]}: not installed; run tools/setup.sh (it installs the Debian TTS packages)")
+    result = subprocess.run(command, capture_output=True, check=False)
+    if result.returncode != 0:
+        raise SpeechLLMError(f"{command[0]} failed on {what!r}: {result.stderr.decode(errors='replace').strip()}")
+    return result.stdout
+
+
+def _espeak(text: str, voice: str, rate: float, pitch: float) -> tuple[np.ndarray, int]:
+    command = ["espeak-ng", "--stdout", "-v", voice, "-s", str(round(175 * rate)),
+               "-p", str(min(99, max(0, round(50 * pitch)))), "--", text]
+    audio, sample_rate = soundfile.read(io.BytesIO(_run(command, text)), dtype="float32")
+    return audio, sample_rate
+
+
+def _flite(text: str, voice: str, rate: float, pitch: float) -> tuple[np.ndarray, int]:
+    """flite has no pitch control worth using from the command line; pitch is ignored."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out.wav"
+        _run(["flite", "-voice", voice, "--setf", f"duration_stretch={1.0 / rate:.3f}",
+              "-t", text, "-o", str(out)], text)
+        audio, sample_rate = soundfile.read(out, dtype="float32")
+    return audio, sample_rate
+
+
+Engine = Callable[[str, str, float, float], tuple[np.ndarray, int]]
+ENGINES: dict[str, Engine] = {"espeak-ng": _espeak, "flite": _flite}
+
+
+def synthesize(text: str, voice: Voice, rate: float, pitch: float, sample_rate: int) -> np.ndarray:
+    """Speak ``text`` and return mono float32 audio at ``sample_rate``.
+
+    ``rate`` and ``pitch`` are factors around the engine's default (1.0 = unchanged).
+    """
+    audio, native_rate = ENGINES[voice.engine](text, voice.name, rate, pitch)
+    if audio.ndim > 1:
+        audio = audio.mean(axis=1)
+    if native_rate != sample_rate:
+        import torch
+        import torchaudio.functional
+
+        audio = torchaudio.functional.resample(torch.from_numpy(audio), native_rate, sample_rate).numpy()
+    peak = float(np.abs(audio).max(initial=0.0))
+    if peak > 0.99:
+        audio = audio * (0.99 / peak)
+    return audio.astype(np.float32)

