@@ -256,3 +256,13 @@ def test_hf_save_round_trip_and_ctc_loss(wav2vec2_folder: Path, tmp_path: Path) 
         assert torch.equal(out.log_probs, encoder(audio).log_probs)
     loss = loaded.ctc_loss(out, torch.tensor([[1, 2], [3, 0]]), torch.tensor([2, 1]))
     assert torch.isfinite(loss) and loss > 0
+
+
+def test_text_to_ids_round_trips_through_ids_to_text(conformer: ConformerCTC, wav2vec2_folder: Path) -> None:
+    ids = conformer.text_to_ids("the cat")
+    assert ids and BLANK_ID not in ids and conformer.ids_to_text(ids) == "the cat"
+    encoder = load_encoder("hf-ctc", wav2vec2_folder)
+    word = next(t for t in HF_VOCAB if len(t) == 1 and t.isalpha())
+    hf_ids = encoder.text_to_ids(word.lower() * 2)
+    assert hf_ids and BLANK_ID not in hf_ids
+    assert [encoder.units()[i] for i in hf_ids] == [word, word]

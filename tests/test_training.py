@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from speechllm_cli.core.training import TrainConfig, TrainJob, epoch_batches, train
+from speechllm_cli.core.train_config import TrainConfig
+from speechllm_cli.core.training import TrainJob, epoch_batches, train
 
 
 def no_track(items, total, description):  # noqa: ANN001, ANN201

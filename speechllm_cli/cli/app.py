@@ -15,7 +15,7 @@ from rich.table import Table
 import speechllm_cli
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.stages.recipe import load_recipe
-from speechllm_cli.stages.registry import PLANNED, STAGES
+from speechllm_cli.stages.registry import STAGES
 from speechllm_cli.stages.runner import Context, StageResult
 
 T = TypeVar("T")
@@ -143,8 +143,8 @@ def prepare_text(
     _execute("prepare-text", recipe, exp_dir, set_, force, extra)
 
 
-_PLANNED_HELP = {
-    "train-encoder": "Train the CTC acoustic encoder on a recipe's paired speech.",
+_STAGE_HELP = {
+    "train-encoder": "Train the CTC acoustic encoder on a recipe's paired speech (or import a pretrained one).",
     "align": "TASU: train the projector on simulated CTC posteriors from text only (frozen LLM).",
     "curriculum-finetune": "Fine-tune under limited speech: text-only, direct mixing or curriculum schedules.",
     "distill": "SALAD: cross-modal distillation from the text LLM, with active selection.",
@@ -153,15 +153,19 @@ _PLANNED_HELP = {
 }
 
 
-def _planned(name: str) -> None:
+def _register(name: str) -> None:
+    """A stage whose only options are the common ones; one not built yet says so and exits 1."""
+
     def command(recipe: RecipeOpt = None, exp_dir: ExpDirOpt = None, set_: SetOpt = None,
                 force: ForceOpt = False) -> None:
-        err.print(f"[bold red]error:[/] speechllm {name}: not implemented yet")
-        raise typer.Exit(1)
+        if name not in STAGES:
+            err.print(f"[bold red]error:[/] speechllm {name}: not implemented yet")
+            raise typer.Exit(1)
+        _execute(name, recipe, exp_dir, set_, force)
 
-    command.__doc__ = f"{_PLANNED_HELP[name]} (Not implemented yet.)"
+    command.__doc__ = _STAGE_HELP[name] + ("" if name in STAGES else " (Not implemented yet.)")
     app.command(name)(command)
 
 
-for _name in PLANNED:
-    _planned(_name)
+for _name in _STAGE_HELP:
+    _register(_name)

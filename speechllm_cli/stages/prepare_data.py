@@ -5,11 +5,36 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from pydantic import PositiveInt, model_validator
+
+from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.io import atomic_path, write_jsonl, write_text
-from speechllm_cli.data.manifests import build_cuts
-from speechllm_cli.data.sources import SOURCES, Source
-from speechllm_cli.stages.recipe import PrepareDataConfig
+from speechllm_cli.data.manifests import BadInputPolicy, build_cuts
+from speechllm_cli.data.sources import SOURCES, KaldiConfig, LibriSpeechConfig, MiniConfig, Source, TsvConfig
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
+
+
+class PrepareDataConfig(StrictModel):
+    source: str
+    """Which corpus source builds the splits: mini, librispeech, kaldi or tsv."""
+    on_bad_input: BadInputPolicy = BadInputPolicy.fail
+    sample_rate: PositiveInt = 16000
+    mini: MiniConfig | None = None
+    librispeech: LibriSpeechConfig | None = None
+    kaldi: KaldiConfig | None = None
+    tsv: TsvConfig | None = None
+
+    @model_validator(mode="after")
+    def _source_configured(self) -> PrepareDataConfig:
+        if self.source not in SOURCES:
+            raise ValueError(f"unknown source {self.source!r} (known: {', '.join(SOURCES)})")
+        if getattr(self, self.source) is None:
+            raise ValueError(f"source is {self.source!r} but the {self.source!r} section is missing")
+        return self
+
+    @property
+    def source_config(self) -> StrictModel:
+        return getattr(self, self.source)
 
 
 def _prepare_split(context: Context, config: PrepareDataConfig, source: Source, split: str) -> dict[str, Any]:

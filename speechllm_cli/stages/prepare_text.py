@@ -5,11 +5,30 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from pydantic import model_validator
+
+from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.io import read_jsonl, write_jsonl
-from speechllm_cli.data.text_sets import build_text_set, source_path
-from speechllm_cli.data.tokenizer import train_tokenizer
-from speechllm_cli.stages.recipe import PrepareTextConfig
+from speechllm_cli.data.manifests import BadInputPolicy
+from speechllm_cli.data.normalize import NormalizerConfig
+from speechllm_cli.data.text_sets import TextSetConfig, build_text_set, source_path
+from speechllm_cli.data.tokenizer import TokenizerConfig, train_tokenizer
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
+
+
+class PrepareTextConfig(StrictModel):
+    on_bad_input: BadInputPolicy = BadInputPolicy.fail
+    normalize: NormalizerConfig = NormalizerConfig()
+    sets: dict[str, TextSetConfig] = {}
+    tokenizer: TokenizerConfig | None = TokenizerConfig()
+
+    @model_validator(mode="after")
+    def _tokenizer_sets_exist(self) -> PrepareTextConfig:
+        if self.tokenizer is not None:
+            missing = [s for s in self.tokenizer.train_sets if s not in self.sets]
+            if missing:
+                raise ValueError(f"tokenizer.train_sets names {missing[0]!r}, which is not in sets")
+        return self
 
 
 def _write_sets(context: Context, config: PrepareTextConfig) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """A recipe: a folder with ``config.yaml`` holding one section per stage.
 
-The section models live with the layer that uses them; this module only assembles them into the
+The section models live with the stage that uses them; this module only assembles them into the
 typed :class:`RecipeConfig` and finds recipe folders.
 """
 
@@ -9,57 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import PositiveInt, model_validator
-
 import speechllm_cli
 from speechllm_cli.common.config import StrictModel, apply_overrides, read_yaml, validate
 from speechllm_cli.common.errors import SpeechLLMError
-from speechllm_cli.data.manifests import BadInputPolicy
-from speechllm_cli.data.normalize import NormalizerConfig
-from speechllm_cli.data.sources import SOURCES, KaldiConfig, LibriSpeechConfig, MiniConfig, TsvConfig
-from speechllm_cli.data.text_sets import TextSetConfig
-from speechllm_cli.data.tokenizer import TokenizerConfig
+from speechllm_cli.stages.prepare_data import PrepareDataConfig
+from speechllm_cli.stages.prepare_text import PrepareTextConfig
+from speechllm_cli.stages.train_encoder import TrainEncoderConfig
 
 RECIPES_DIR = Path(speechllm_cli.__file__).resolve().parent.parent / "recipes"
 ADHOC = "adhoc"
-
-
-class PrepareDataConfig(StrictModel):
-    source: str
-    """Which corpus source builds the splits: mini, librispeech, kaldi or tsv."""
-    on_bad_input: BadInputPolicy = BadInputPolicy.fail
-    sample_rate: PositiveInt = 16000
-    mini: MiniConfig | None = None
-    librispeech: LibriSpeechConfig | None = None
-    kaldi: KaldiConfig | None = None
-    tsv: TsvConfig | None = None
-
-    @model_validator(mode="after")
-    def _source_configured(self) -> PrepareDataConfig:
-        if self.source not in SOURCES:
-            raise ValueError(f"unknown source {self.source!r} (known: {', '.join(SOURCES)})")
-        if getattr(self, self.source) is None:
-            raise ValueError(f"source is {self.source!r} but the {self.source!r} section is missing")
-        return self
-
-    @property
-    def source_config(self) -> StrictModel:
-        return getattr(self, self.source)
-
-
-class PrepareTextConfig(StrictModel):
-    on_bad_input: BadInputPolicy = BadInputPolicy.fail
-    normalize: NormalizerConfig = NormalizerConfig()
-    sets: dict[str, TextSetConfig] = {}
-    tokenizer: TokenizerConfig | None = TokenizerConfig()
-
-    @model_validator(mode="after")
-    def _tokenizer_sets_exist(self) -> PrepareTextConfig:
-        if self.tokenizer is not None:
-            missing = [s for s in self.tokenizer.train_sets if s not in self.sets]
-            if missing:
-                raise ValueError(f"tokenizer.train_sets names {missing[0]!r}, which is not in sets")
-        return self
 
 
 class RecipeConfig(StrictModel):
@@ -67,6 +25,7 @@ class RecipeConfig(StrictModel):
     description: str = ""
     prepare_data: PrepareDataConfig | None = None
     prepare_text: PrepareTextConfig | None = None
+    train_encoder: TrainEncoderConfig | None = None
 
 
 @dataclass(frozen=True)

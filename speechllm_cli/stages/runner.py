@@ -9,19 +9,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from speechllm_cli.common.config import dump
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import file_digest, write_json, write_text
 from speechllm_cli.data.sources import Track, no_progress
-from speechllm_cli.stages.recipe import RecipeConfig
+
+if TYPE_CHECKING:
+    from speechllm_cli.stages.recipe import RecipeConfig
 
 MARKER = ".done"
+IN_PROGRESS = ".in-progress"
+PARTIAL = "checkpoint"
+"""Partial work of a unit (training checkpoints); kept across a kill, dropped when the config changes."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,15 @@ def _read_marker(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def _claim_partial_work(out_dir: Path, key: str, force: bool) -> None:
+    """Resume partial work only if it was started for this very key; otherwise start clean."""
+    claim = out_dir / IN_PROGRESS
+    previous = claim.read_text(encoding="utf-8").strip() if claim.is_file() else None
+    if force or previous != key:
+        shutil.rmtree(out_dir / PARTIAL, ignore_errors=True)
+    write_text(claim, key + "\n")
+
+
 def run_units(context: Context, units: list[Unit]) -> list[Outcome]:
     outcomes = []
     for unit in units:
@@ -87,10 +102,12 @@ def run_units(context: Context, units: list[Unit]) -> list[Outcome]:
             outcomes.append(Outcome(unit, marker.get("stats", {}), reused=True))
             continue
         (unit.out_dir / MARKER).unlink(missing_ok=True)
+        _claim_partial_work(unit.out_dir, key, context.force)
         started = time.time()
         stats = unit.run()
         write_text(unit.out_dir / "config.yaml", dump(context.config))
         write_json(unit.out_dir / MARKER, {"key": key, "stats": stats, "seconds": round(time.time() - started, 2)})
+        (unit.out_dir / IN_PROGRESS).unlink(missing_ok=True)
         outcomes.append(Outcome(unit, stats, reused=False))
     return outcomes
 

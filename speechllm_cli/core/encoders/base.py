@@ -75,6 +75,10 @@ class CTCEncoder(torch.nn.Module, abc.ABC):
         """Text of a blank-free, repeat-collapsed id sequence, as the encoder's tokenizer writes it."""
 
     @abc.abstractmethod
+    def text_to_ids(self, text: str) -> list[int]:
+        """The encoder's own units for a transcript (never the blank): CTC targets, and CPS input."""
+
+    @abc.abstractmethod
     def encode(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
         """Posteriors for a padded batch already on this encoder's device."""
 

@@ -231,6 +231,9 @@ class ConformerCTC(CTCEncoder):
     def ids_to_text(self, ids: Sequence[int]) -> str:
         return self._require_tokenizer().decode(list(ids))
 
+    def text_to_ids(self, text: str) -> list[int]:
+        return list(self._require_tokenizer().encode(text))
+
     def encode(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
         feats, frames = fbank(waveforms, lengths, self.config.n_mels)
         feats = self.spec_augment(normalize(feats, frames), frames)

@@ -110,6 +110,14 @@ class HFCTCEncoder(CTCEncoder):
     def ids_to_text(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode([self._to_hf[i] for i in ids], group_tokens=False)
 
+    def text_to_ids(self, text: str) -> list[int]:
+        """Tokenise in the casing the vocabulary uses (English wav2vec2 vocabularies are upper-case)."""
+        ours = {hf_id: i for i, hf_id in enumerate(self._to_hf)}
+        unk = self.tokenizer.unk_token_id
+        candidates = [self.tokenizer(variant).input_ids for variant in (text, text.upper(), text.lower())]
+        best = min(candidates, key=lambda ids: sum(i == unk for i in ids))
+        return [ours[i] for i in best if ours.get(i, 0) != 0]
+
     @property
     def _masks_padding(self) -> bool:
         return bool(getattr(self.feature_extractor, "return_attention_mask", True))

@@ -1,0 +1,1 @@
+"""Model core: encoders, posterior interfaces, projector, LLM, training loop, decoding."""

@@ -1,0 +1,27 @@
+"""Training hyper-parameters, kept free of torch so that configs load (and ``--help`` runs) fast."""
+
+from __future__ import annotations
+
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
+
+from speechllm_cli.common.config import StrictModel
+
+
+class TrainConfig(StrictModel):
+    steps: PositiveInt = 1000
+    """Optimizer steps in all."""
+    batch_size: PositiveInt = 8
+    """Items per micro-batch (per process)."""
+    grad_accum: PositiveInt = 1
+    lr: PositiveFloat = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    warmup_steps: NonNegativeInt = 100
+    min_lr_ratio: float = 0.0
+    """The cosine decays from lr to lr * min_lr_ratio."""
+    grad_clip: PositiveFloat = 1.0
+    seed: int = 0
+    checkpoint_every: PositiveInt = 50
+    log_every: PositiveInt = 10
+    sort_window: PositiveInt = 50
+    """Items are sorted by length inside windows of this many batches, so batches pad little."""

@@ -1,0 +1,1 @@
+"""Metrics: WER/CER, error listings, result tables."""

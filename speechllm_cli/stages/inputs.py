@@ -1,0 +1,50 @@
+"""Reading what earlier stages wrote: split manifests, audio, normalised text sets, trained models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.common.io import read_jsonl
+from speechllm_cli.stages.runner import Context
+
+if TYPE_CHECKING:
+    import torch
+    from lhotse import CutSet
+
+
+def cuts_path(context: Context, split: str) -> Path:
+    return context.exp_dir / "data" / split / "cuts.jsonl.gz"
+
+
+def load_cuts(context: Context, split: str) -> CutSet:
+    from lhotse import CutSet
+
+    path = cuts_path(context, split)
+    if not path.is_file():
+        raise SpeechLLMError(f"{path}: split {split!r} is not prepared (run prepare-data first)")
+    return CutSet.from_file(path).to_eager()
+
+
+def text_set_path(context: Context, name: str) -> Path:
+    return context.exp_dir / "text" / f"{name}.jsonl"
+
+
+def load_text_set(context: Context, name: str) -> list[dict[str, Any]]:
+    path = text_set_path(context, name)
+    if not path.is_file():
+        raise SpeechLLMError(f"{path}: text set {name!r} does not exist (run prepare-text first)")
+    return read_jsonl(path)
+
+
+def load_audio(context: Context, cuts: CutSet, description: str) -> list[torch.Tensor]:
+    """Mono 16 kHz waveforms of all cuts, in memory: small corpora fit, and epochs then cost no decoding."""
+    import torch
+
+    return [torch.from_numpy(cut.load_audio()[0]).float()
+            for cut in context.track(cuts, len(cuts), description)]
+
+
+def encoder_dir(context: Context) -> Path:
+    return context.exp_dir / "encoder" / "model"

@@ -1,0 +1,97 @@
+"""``train-encoder``: the CTC acoustic encoder, trained on a split's paired speech (or imported as is).
+
+The model lands in ``<exp>/encoder/model`` as a self-contained folder, whichever encoder produced it,
+so every later stage loads it the same way. The model core (and torch) is imported when the stage
+runs, not when the recipe config is read.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import PositiveFloat
+
+from speechllm_cli.common.config import StrictModel
+from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.core.train_config import TrainConfig
+from speechllm_cli.stages.inputs import cuts_path, encoder_dir, load_audio, load_cuts, load_text_set, text_set_path
+from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
+
+if TYPE_CHECKING:
+    import torch
+
+    from speechllm_cli.core.encoders import CTCEncoder
+
+
+class TrainEncoderConfig(StrictModel):
+    encoder: str = "conformer-ctc"
+    """Registry name: conformer-ctc (trained here) or hf-ctc (any Hugging Face CTC model)."""
+    source: str | None = None
+    """A pretrained encoder (folder or hub id) to use as it is; then nothing is trained."""
+    model: dict[str, Any] = {}
+    """The encoder's own config (e.g. d_model, layers for conformer-ctc)."""
+    split: str = "train"
+    text_set: str = "train"
+    """The prepare-text set holding the split's normalised transcripts (the CTC targets)."""
+    max_seconds: PositiveFloat = 20.0
+    """Longer utterances are left out of training (and counted)."""
+    train: TrainConfig = TrainConfig(steps=600, batch_size=16, lr=2e-3, warmup_steps=60)
+
+
+def _examples(context: Context, config: TrainEncoderConfig, encoder: CTCEncoder) -> tuple[list[Any], dict[str, int]]:
+    targets = {row["id"]: row["text"] for row in load_text_set(context, config.text_set)}
+    cuts = load_cuts(context, config.split)
+    kept = cuts.filter(lambda cut: cut.duration <= config.max_seconds and cut.id in targets).to_eager()
+    audio = load_audio(context, kept, f"loading {config.split} audio")
+    items = [(wave, encoder.text_to_ids(targets[cut.id])) for wave, cut in zip(audio, kept, strict=True)]
+    return [item for item in items if item[1]], {"utterances": len(items), "left_out": len(cuts) - len(items)}
+
+
+def _collate(batch: list[tuple[torch.Tensor, list[int]]], generator: torch.Generator) -> dict[str, Any]:
+    import torch
+
+    return {"audio": [wave for wave, _ in batch],
+            "targets": torch.cat([torch.tensor(ids) for _, ids in batch]),
+            "target_lengths": torch.tensor([len(ids) for _, ids in batch])}
+
+
+def _ctc_loss(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    encoder = getattr(model, "module", model)
+    return encoder.ctc_loss(model(batch["audio"]), batch["targets"], batch["target_lengths"])
+
+
+def _train(context: Context, config: TrainEncoderConfig) -> dict[str, Any]:
+    from speechllm_cli.core.encoders import build_encoder, load_encoder
+    from speechllm_cli.core.training import TrainJob, train
+
+    out = encoder_dir(context)
+    if config.source is not None:
+        load_encoder(config.encoder, config.source, **config.model).save(out)
+        return {"imported": config.source}
+    encoder = build_encoder(config.encoder, config.model, tokenizer=context.exp_dir / "tokenizer" / "tokenizer.model")
+    items, counts = _examples(context, config, encoder)
+    if not items:
+        raise SpeechLLMError(f"train-encoder: no usable utterances in split {config.split!r}")
+    job = TrainJob(encoder, items, [len(wave) for wave, _ in items], _collate, _ctc_loss, out.parent)
+    report = train(job, config.train, context.track)
+    encoder.save(out)
+    return {**counts, "steps": report.steps, "resumed_from": report.resumed_from,
+            "first_loss": report.first_loss, "last_loss": report.last_loss, "seconds": round(report.seconds, 1)}
+
+
+def run(context: Context) -> StageResult:
+    config: TrainEncoderConfig = context.section("train_encoder")
+    inputs = [] if config.source else [cuts_path(context, config.split), text_set_path(context, config.text_set),
+                                      context.exp_dir / "tokenizer" / "tokenizer.model"]
+    unit = Unit("encoder", context.exp_dir / "encoder", config.model_dump(mode="json"), inputs,
+                lambda: _train(context, config))
+    (outcome,) = run_units(context, [unit])
+    stats = outcome.stats
+    if "imported" in stats:
+        summary = f"train-encoder: imported {stats['imported']} -> {encoder_dir(context)}"
+        return StageResult(summary)
+    rows = [[key, f"{value:.3f}" if isinstance(value, float) else str(value)] for key, value in stats.items()]
+    rows.append(["status", status(outcome)])
+    summary = (f"train-encoder: {config.encoder}, {stats['steps']} steps, loss {stats['first_loss']:.3f} -> "
+               f"{stats['last_loss']:.3f} -> {encoder_dir(context)}")
+    return StageResult(summary, ["", "value"], rows)
