@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
@@ -67,12 +69,18 @@ def _print(result: StageResult) -> None:
     out.print(result.summary, soft_wrap=True)
 
 
+def _context(recipe: str | None, exp_dir: Path | None, sets: list[str] | None, force: bool,
+             extra: list[str] | None) -> Context:
+    loaded = load_recipe(recipe, [*(sets or []), *(extra or [])])
+    command = shlex.join(["speechllm", *sys.argv[1:]])
+    return Context(loaded.config, exp_dir or Path("exp") / loaded.config.name, force, _progress, command)
+
+
 def _execute(stage: str, recipe: str | None, exp_dir: Path | None, sets: list[str] | None, force: bool,
              extra: list[str] | None = None) -> None:
     """Run one stage; a :class:`SpeechLLMError` becomes one line on stderr and exit status 1."""
     try:
-        loaded = load_recipe(recipe, [*(sets or []), *(extra or [])])
-        context = Context(loaded.config, exp_dir or Path("exp") / loaded.config.name, force, _progress)
+        context = _context(recipe, exp_dir, sets, force, extra)
         _print(STAGES[stage](context))
     except SpeechLLMError as error:
         err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
@@ -148,7 +156,6 @@ _STAGE_HELP = {
     "align": "TASU: train the projector on simulated CTC posteriors from text only (frozen LLM).",
     "curriculum-finetune": "Fine-tune under limited speech: text-only, direct mixing or curriculum schedules.",
     "distill": "SALAD: cross-modal distillation from the text LLM, with active selection.",
-    "decode": "Zero-shot ASR and SLU decoding of the test sets (LSD posteriors through the speech LLM).",
     "score": "WER/CER and SLU metrics; writes RESULTS.md.",
 }
 
@@ -169,3 +176,29 @@ def _register(name: str) -> None:
 
 for _name in _STAGE_HELP:
     _register(_name)
+
+
+@app.command("decode")
+def decode(
+    files: Annotated[list[Path] | None, typer.Argument(
+        help="Audio files to transcribe (printed as file<TAB>hypothesis) instead of the recipe's test splits.",
+        show_default=False)] = None,
+    recipe: RecipeOpt = None,
+    exp_dir: ExpDirOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+    system: Annotated[str, typer.Option(
+        "--system", help="System for AUDIO files: ctc or an align system name.")] = "tasu",
+) -> None:
+    """Zero-shot ASR of the test splits (speech -> encoder -> LSD -> projector -> LLM), or of given files."""
+    if not files:
+        _execute("decode", recipe, exp_dir, set_, force)
+        return
+    from speechllm_cli.stages.decode import transcribe_files
+
+    try:
+        for path, text in transcribe_files(_context(recipe, exp_dir, set_, force, None), files, system):
+            out.print(f"{path}\t{text}", highlight=False, soft_wrap=True)
+    except SpeechLLMError as error:
+        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,8 @@ from speechllm_cli.stages.runner import Context
 if TYPE_CHECKING:
     import torch
     from lhotse import CutSet
+
+    from speechllm_cli.core.encoders import CTCEncoder
 
 
 def cuts_path(context: Context, split: str) -> Path:
@@ -48,3 +51,17 @@ def load_audio(context: Context, cuts: CutSet, description: str) -> list[torch.T
 
 def encoder_dir(context: Context) -> Path:
     return context.exp_dir / "encoder" / "model"
+
+
+def encoder_name_path(context: Context) -> Path:
+    """Which registry entry reads ``encoder_dir`` (written by train-encoder)."""
+    return context.exp_dir / "encoder" / "encoder.json"
+
+
+def load_trained_encoder(context: Context) -> CTCEncoder:
+    from speechllm_cli.core.encoders import load_encoder
+
+    path = encoder_name_path(context)
+    if not path.is_file():
+        raise SpeechLLMError(f"{path}: no trained encoder (run train-encoder first)")
+    return load_encoder(json.loads(path.read_text(encoding="utf-8"))["encoder"], encoder_dir(context))

@@ -12,6 +12,8 @@ from pathlib import Path
 import speechllm_cli
 from speechllm_cli.common.config import StrictModel, apply_overrides, read_yaml, validate
 from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.stages.align import AlignConfig
+from speechllm_cli.stages.decode import DecodeConfig
 from speechllm_cli.stages.prepare_data import PrepareDataConfig
 from speechllm_cli.stages.prepare_text import PrepareTextConfig
 from speechllm_cli.stages.train_encoder import TrainEncoderConfig
@@ -26,6 +28,8 @@ class RecipeConfig(StrictModel):
     prepare_data: PrepareDataConfig | None = None
     prepare_text: PrepareTextConfig | None = None
     train_encoder: TrainEncoderConfig | None = None
+    align: AlignConfig | None = None
+    decode: DecodeConfig | None = None
 
 
 @dataclass(frozen=True)

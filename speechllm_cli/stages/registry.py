@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from speechllm_cli.stages import prepare_data, prepare_text, train_encoder
+from speechllm_cli.stages import align, decode, prepare_data, prepare_text, score, train_encoder
 from speechllm_cli.stages.runner import Context, StageResult
 
 STAGES: dict[str, Callable[[Context], StageResult]] = {
     "prepare-data": prepare_data.run,
     "prepare-text": prepare_text.run,
     "train-encoder": train_encoder.run,
+    "align": align.run,
+    "decode": decode.run,
+    "score": score.run,
 }

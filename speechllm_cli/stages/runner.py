@@ -36,6 +36,8 @@ class Context:
     exp_dir: Path
     force: bool = False
     track: Track = no_progress
+    command: str = ""
+    """The command line that runs this stage, recorded with results so every number names its origin."""
 
     def section(self, name: str) -> Any:
         value = getattr(self.config, name)

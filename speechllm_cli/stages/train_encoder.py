@@ -14,7 +14,9 @@ from pydantic import PositiveFloat
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.core.train_config import TrainConfig
-from speechllm_cli.stages.inputs import cuts_path, encoder_dir, load_audio, load_cuts, load_text_set, text_set_path
+from speechllm_cli.common.io import write_json
+from speechllm_cli.stages.inputs import (cuts_path, encoder_dir, encoder_name_path, load_audio, load_cuts,
+                                         load_text_set, text_set_path)
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
 
 if TYPE_CHECKING:
@@ -65,6 +67,7 @@ def _train(context: Context, config: TrainEncoderConfig) -> dict[str, Any]:
     from speechllm_cli.core.training import TrainJob, train
 
     out = encoder_dir(context)
+    write_json(encoder_name_path(context), {"encoder": config.encoder})
     if config.source is not None:
         load_encoder(config.encoder, config.source, **config.model).save(out)
         return {"imported": config.source}

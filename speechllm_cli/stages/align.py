@@ -1,0 +1,158 @@
+"""``align``: train the projector (and optionally LoRA) that feeds CTC posteriors to the LLM.
+
+Two modes share the model, the loop and the loss (cross-entropy on the transcript tokens only):
+- ``cps``: TASU's text-only alignment. Posteriors are simulated from text sets; no audio is read, only
+  the encoder's unit inventory (its tokenizer);
+- ``paired``: the audio-trained baseline TASU compares against. Posteriors are the frozen encoder's
+  real LSD posteriors of a split's speech.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import PositiveInt, model_validator
+
+from speechllm_cli.common.config import StrictModel
+from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.core.train_config import TrainConfig
+from speechllm_cli.stages.inputs import encoder_dir, load_text_set, load_trained_encoder, text_set_path
+from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
+from speechllm_cli.stages.speech_llm_io import build_speech_llm, save_trained, system_dir
+
+from speechllm_cli.core.llm import LLMConfig
+from speechllm_cli.core.posteriors import CPSConfig, LSDConfig
+from speechllm_cli.core.projector import ProjectorConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from speechllm_cli.core.encoders import CTCEncoder
+
+
+class AlignSystemConfig(StrictModel):
+    mode: Literal["cps", "paired"]
+    text_sets: list[str] = []
+    """cps: the text sets to simulate posteriors from. paired: the set holding the split's transcripts."""
+    split: str | None = None
+    """paired: the split whose speech gives real posteriors."""
+
+    @model_validator(mode="after")
+    def _inputs_given(self) -> AlignSystemConfig:
+        if not self.text_sets:
+            raise ValueError("text_sets is empty")
+        if self.mode == "paired" and (self.split is None or len(self.text_sets) != 1):
+            raise ValueError("paired mode needs a split and exactly one text set (its transcripts)")
+        return self
+
+
+class AlignConfig(StrictModel):
+    llm: LLMConfig = LLMConfig()
+    projector: ProjectorConfig = ProjectorConfig()
+    instruction: str = "Transcribe the speech."
+    cps: CPSConfig = CPSConfig()
+    lsd: LSDConfig = LSDConfig()
+    systems: dict[str, AlignSystemConfig]
+    max_target_tokens: PositiveInt = 96
+    """Longer transcripts are left out of training (counted)."""
+    train: TrainConfig = TrainConfig(steps=300, batch_size=8, lr=1e-3, warmup_steps=30)
+
+
+def _text_items(context: Context, sets: list[str], encoder: CTCEncoder, tokenizer: Any,
+                limit: int) -> tuple[list[tuple[Any, list[int]]], int]:
+    from speechllm_cli.core.llm import target_ids
+
+    items, left_out = [], 0
+    for name in sets:
+        for row in load_text_set(context, name):
+            units, target = encoder.text_to_ids(row["text"]), target_ids(tokenizer, row["target"])
+            if units and len(target) <= limit:
+                items.append((units, target))
+            else:
+                left_out += 1
+    return items, left_out
+
+
+def _paired_items(context: Context, system: AlignSystemConfig, config: AlignConfig, encoder: CTCEncoder,
+                  tokenizer: Any) -> tuple[list[tuple[Any, list[int]]], int]:
+    from speechllm_cli.core.llm import target_ids
+    from speechllm_cli.stages.posterior_cache import split_posteriors
+
+    assert system.split is not None
+    posteriors = split_posteriors(context, encoder, system.split, config.lsd)
+    items, left_out = [], 0
+    for row in load_text_set(context, system.text_sets[0]):
+        entry, target = posteriors.get(row["id"]), target_ids(tokenizer, row["target"])
+        if entry is not None and entry["lsd"].shape[0] > 0 and len(target) <= config.max_target_tokens:
+            items.append((entry["lsd"], target))
+        else:
+            left_out += 1
+    return items, left_out
+
+
+def _collate_cps(vocab_size: int, cps: CPSConfig):  # noqa: ANN202
+    def collate(batch: list[tuple[list[int], list[int]]], generator: torch.Generator) -> dict[str, Any]:
+        from speechllm_cli.core.posteriors import simulate_posteriors
+
+        posteriors, lengths = simulate_posteriors([u for u, _ in batch], vocab_size, cps, generator)
+        return {"posteriors": posteriors, "lengths": lengths, "targets": [t for _, t in batch]}
+
+    return collate
+
+
+def _collate_paired(batch: list[tuple[torch.Tensor, list[int]]], generator: torch.Generator) -> dict[str, Any]:
+    import torch
+
+    lengths = torch.tensor([p.shape[0] for p, _ in batch])
+    padded = torch.nn.utils.rnn.pad_sequence([p.float() for p, _ in batch], batch_first=True)
+    return {"posteriors": padded, "lengths": lengths, "targets": [t for _, t in batch]}
+
+
+def _loss(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    speech_llm = getattr(model, "module", model)
+    return speech_llm.loss(speech_llm.embed_posteriors(batch["posteriors"], batch["lengths"]), batch["targets"])
+
+
+def _train_system(context: Context, config: AlignConfig, name: str) -> dict[str, Any]:
+    from speechllm_cli.core.training import TrainJob, train
+
+    system = config.systems[name]
+    encoder = load_trained_encoder(context)
+    vocab_size = encoder.vocab_size
+    model, tokenizer = build_speech_llm(context, config, encoder)
+    if system.mode == "cps":
+        items, left_out = _text_items(context, system.text_sets, encoder, tokenizer, config.max_target_tokens)
+        collate, lengths = _collate_cps(encoder.vocab_size, config.cps), [len(u) for u, _ in items]
+    else:
+        items, left_out = _paired_items(context, system, config, encoder, tokenizer)
+        collate, lengths = _collate_paired, [p.shape[0] for p, _ in items]
+    if not items:
+        raise SpeechLLMError(f"align.systems.{name}: no usable training examples")
+    del encoder
+    folder = system_dir(context, name)
+    report = train(TrainJob(model, items, lengths, collate, _loss, folder), config.train, context.track)
+    save_trained(model, folder, vocab_size, config)
+    return {"mode": system.mode, "examples": len(items), "left_out": left_out, "steps": report.steps,
+            "resumed_from": report.resumed_from, "first_loss": report.first_loss, "last_loss": report.last_loss,
+            "seconds": round(report.seconds, 1)}
+
+
+def _inputs(context: Context, system: AlignSystemConfig) -> list:  # noqa: ANN202
+    paths = [text_set_path(context, name) for name in system.text_sets] + [encoder_dir(context)]
+    if system.mode == "paired":
+        assert system.split is not None
+        paths.append(context.exp_dir / "data" / system.split / "cuts.jsonl.gz")
+    return paths
+
+
+def run(context: Context) -> StageResult:
+    config: AlignConfig = context.section("align")
+    shared = config.model_dump(mode="json", exclude={"systems"})
+    units = [Unit(f"align/{name}", system_dir(context, name), {**shared, "system": system.model_dump(mode="json")},
+                  _inputs(context, system), lambda name=name: _train_system(context, config, name))
+             for name, system in config.systems.items()]
+    outcomes = run_units(context, units)
+    rows = [[o.unit.name, o.stats["mode"], str(o.stats["examples"]), str(o.stats["left_out"]), str(o.stats["steps"]),
+             f"{o.stats['first_loss']:.3f} -> {o.stats['last_loss']:.3f}", status(o)] for o in outcomes]
+    summary = f"align: {len(outcomes)} systems -> {context.exp_dir / 'align'}"
+    return StageResult(summary, ["system", "mode", "examples", "left out", "steps", "loss", "status"], rows)

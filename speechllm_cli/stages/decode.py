@@ -1,0 +1,152 @@
+"""``decode``: transcribe test splits (or a user's audio files) with each system.
+
+Systems: ``ctc`` is the encoder's own greedy CTC output, the floor a speech LLM has to beat; any other
+name is an ``align`` system, decoded as speech -> encoder -> LSD -> projector -> LLM, batched.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import PositiveInt, model_validator
+
+from speechllm_cli.common.config import StrictModel
+from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.common.io import write_json, write_jsonl
+from speechllm_cli.core.posteriors import LSDConfig
+from speechllm_cli.core.speech_llm import GenerationConfig
+from speechllm_cli.stages.inputs import cuts_path, encoder_dir, load_cuts, load_trained_encoder
+from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
+from speechllm_cli.stages.speech_llm_io import load_trained, system_dir
+
+if TYPE_CHECKING:
+    import torch
+
+    from speechllm_cli.core.encoders import CTCEncoder
+
+CTC = "ctc"
+
+
+class DecodeConfig(StrictModel):
+    systems: list[str] = [CTC]
+    """``ctc`` and/or names of align systems."""
+    splits: list[str]
+    batch_size: PositiveInt = 16
+    generation: GenerationConfig = GenerationConfig()
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> DecodeConfig:
+        if not self.systems or not self.splits:
+            raise ValueError("systems and splits must not be empty")
+        return self
+
+
+def decode_dir(context: Context, system: str, split: str) -> Path:
+    return context.exp_dir / "decode" / system / split
+
+
+def _check_systems(context: Context, config: DecodeConfig) -> None:
+    known = set(context.config.align.systems) if context.config.align is not None else set()
+    unknown = [s for s in config.systems if s != CTC and s not in known]
+    if unknown:
+        raise SpeechLLMError(f"decode.systems: {unknown[0]!r} is neither 'ctc' nor an align system")
+
+
+def generate_texts(model: Any, tokenizer: Any, posteriors: list[torch.Tensor], config: DecodeConfig,
+                   track: Any, description: str) -> list[str]:
+    """LLM hypotheses for LSD posteriors, in batches of similar length (left-padded inside a batch)."""
+    import torch
+
+    order = sorted(range(len(posteriors)), key=lambda i: posteriors[i].shape[0])
+    batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    texts = [""] * len(posteriors)
+    for batch in track(batches, len(batches), description):
+        chosen = [posteriors[i].float() for i in batch]
+        lengths = torch.tensor([p.shape[0] for p in chosen])
+        padded = torch.nn.utils.rnn.pad_sequence(chosen, batch_first=True)
+        inserted = model.embed_posteriors(padded, lengths)
+        for index, ids in zip(batch, model.generate(inserted, config.generation), strict=True):
+            texts[index] = tokenizer.decode(ids, skip_special_tokens=True).strip()
+    return texts
+
+
+def _decode(context: Context, config: DecodeConfig, system: str, split: str) -> dict[str, Any]:
+    import torch
+
+    from speechllm_cli.stages.posterior_cache import split_posteriors
+
+    align = context.config.align
+    encoder = load_trained_encoder(context)
+    posteriors = split_posteriors(context, encoder, split, align.lsd if align is not None else LSDConfig())
+    cuts = load_cuts(context, split)
+    ids = [cut.id for cut in cuts]
+    refs = [cut.supervisions[0].text or "" for cut in cuts]
+    started = time.time()
+    if system == CTC:
+        hyps = [encoder.ids_to_text(posteriors[i]["greedy"]) for i in ids]
+    else:
+        model, tokenizer = load_trained(context, align, encoder, system)
+        with torch.no_grad():
+            hyps = generate_texts(model, tokenizer, [posteriors[i]["lsd"] for i in ids], config,
+                                  context.track, f"decoding {split} with {system}")
+    seconds = time.time() - started + sum(posteriors[i]["encode_s"] for i in ids)
+    audio = sum(posteriors[i]["seconds"] for i in ids)
+    out = decode_dir(context, system, split)
+    write_jsonl(out / "hyps.jsonl", ({"id": i, "ref": r, "hyp": h} for i, r, h in zip(ids, refs, hyps, strict=True)))
+    summary = {"num_utts": len(ids), "audio_seconds": round(audio, 2), "decode_seconds": round(seconds, 2),
+               "rtf": round(seconds / max(audio, 1e-9), 4), "command": context.command}
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def run(context: Context) -> StageResult:
+    config: DecodeConfig = context.section("decode")
+    _check_systems(context, config)
+    align = context.config.align
+    shared = {"generation": config.generation.model_dump(mode="json"), "batch_size": config.batch_size,
+              "lsd": align.lsd.model_dump(mode="json") if align else None}
+    units = []
+    for system in config.systems:
+        for split in config.splits:
+            inputs = [cuts_path(context, split), encoder_dir(context)]
+            if system != CTC:
+                inputs.append(system_dir(context, system) / "projector")
+            units.append(Unit(f"decode/{system}/{split}", decode_dir(context, system, split),
+                              {**shared, "system": system, "split": split}, inputs,
+                              lambda s=system, p=split: _decode(context, config, s, p)))
+    outcomes = run_units(context, units)
+    rows = [[o.unit.name, str(o.stats["num_utts"]), f"{o.stats['rtf']:.3f}", status(o)] for o in outcomes]
+    summary = f"decode: {len(outcomes)} system x split outputs -> {context.exp_dir / 'decode'}"
+    return StageResult(summary, ["output", "utterances", "RTF", "status"], rows)
+
+
+def transcribe_files(context: Context, files: list[Path], system: str) -> list[tuple[Path, str]]:
+    """Hypotheses for a user's own audio files, without preparing a split."""
+    import soundfile
+    import torch
+    import torchaudio.functional
+
+    from speechllm_cli.core.posteriors import label_synchronous
+
+    config: DecodeConfig = context.section("decode")
+    encoder = load_trained_encoder(context)
+    waves = []
+    for path in files:
+        try:
+            audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
+            raise SpeechLLMError(f"{path}: cannot read audio ({str(exc).splitlines()[0]})") from None
+        wave = torch.from_numpy(audio.mean(axis=1))
+        waves.append(torchaudio.functional.resample(wave, rate, 16000) if rate != 16000 else wave)
+    with torch.no_grad():
+        output = encoder(waves)
+        if system == CTC:
+            return list(zip(files, encoder.greedy_text(output), strict=True))
+        align = context.section("align")
+        compressed, lengths = label_synchronous(output.log_probs.exp(), output.lengths, align.lsd)
+        model, tokenizer = load_trained(context, align, encoder, system)
+        posteriors = [compressed[i, : int(n)] for i, n in enumerate(lengths)]
+        texts = generate_texts(model, tokenizer, posteriors, config, context.track, "decoding files")
+    return list(zip(files, texts, strict=True))

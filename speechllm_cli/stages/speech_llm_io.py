@@ -1,0 +1,64 @@
+"""Building the speech LLM of an ``align`` system, and saving / loading what it trained."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from speechllm_cli.stages.runner import Context
+
+if TYPE_CHECKING:
+    from speechllm_cli.core.encoders import CTCEncoder
+    from speechllm_cli.core.speech_llm import SpeechLLM
+    from speechllm_cli.stages.align import AlignConfig
+
+
+def llm_cache_dir() -> Path:
+    """Converted LLM checkpoints, shared by all experiments of a machine (``$SPEECHLLM_CACHE`` overrides)."""
+    root = os.environ.get("SPEECHLLM_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "speechllm"
+    return Path(root) / "llm"
+
+
+def system_dir(context: Context, system: str) -> Path:
+    return context.exp_dir / "align" / system
+
+
+def build_speech_llm(context: Context, config: AlignConfig, encoder: CTCEncoder) -> tuple[SpeechLLM, object]:
+    """A fresh speech LLM (frozen LLM, new projector) and the LLM's tokenizer."""
+    from speechllm_cli.core.llm import build_prompt, end_of_turn_id, load_llm
+    from speechllm_cli.core.projector import UnitLookup, build_projector, unit_text_embeddings
+    from speechllm_cli.core.speech_llm import Prompt, SpeechLLM
+
+    llm, tokenizer = load_llm(config.llm, llm_cache_dir())
+    embeddings = llm.get_input_embeddings()
+    projector = build_projector(encoder.vocab_size, embeddings.embedding_dim, config.projector)
+    if isinstance(projector, UnitLookup):
+        projector.init_from_embeddings(unit_text_embeddings(encoder.units(), tokenizer, embeddings))
+    template = build_prompt(tokenizer, config.instruction, config.llm.system_prompt)
+    prompt = Prompt(template.prefix_ids, template.suffix_ids, end_of_turn_id(tokenizer))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else prompt.end_of_turn
+    return SpeechLLM(llm, projector, prompt, pad), tokenizer
+
+
+def save_trained(model: SpeechLLM, folder: Path, vocab_size: int, config: AlignConfig) -> None:
+    from speechllm_cli.core.projector import save_projector
+
+    save_projector(model.projector, folder / "projector", vocab_size, model.llm.get_input_embeddings().embedding_dim,
+                   config.projector)
+    if config.llm.lora is not None:
+        model.llm.save_pretrained(folder / "lora")
+
+
+def load_trained(context: Context, config: AlignConfig, encoder: CTCEncoder, system: str) -> tuple[SpeechLLM, object]:
+    from speechllm_cli.core.projector import load_projector
+
+    model, tokenizer = build_speech_llm(context, config, encoder)
+    folder = system_dir(context, system)
+    model.projector.load_state_dict(load_projector(folder / "projector").state_dict())
+    if config.llm.lora is not None:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(model.llm, load_file(str(folder / "lora" / "adapter_model.safetensors")))
+    return model.eval(), tokenizer
