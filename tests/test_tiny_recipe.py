@@ -1,14 +1,21 @@
-"""The tiny recipe through run.sh, stages 1-2: real synthesized audio, text sets, tokenizer, and skipping."""
+"""The tiny recipe through run.sh: data, text, encoder, TASU and paired alignment, decoding, scoring.
+
+The tiny recipe runs the same code as mini with a tiny encoder and a tiny random LLM, so these tests
+check mechanics (files, shapes, resumption, skipping), not accuracy.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, load_cuts
+from tests.conftest import REPO, SPEECHLLM, load_cuts
 
 SPLITS = ["train", "dev", "test_indomain", "test_newvoice", "test_xdomain"]
 
@@ -21,7 +28,7 @@ def _run(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
     work = tmp_path_factory.mktemp("tiny")
-    result = _run(work, "--stage", "1", "--stop-stage", "2")
+    result = _run(work)
     assert result.returncode == 0, result.stderr
     return work / "exp" / "tiny", result
 
@@ -75,11 +82,101 @@ def test_rerun_skips_finished_stages(tiny) -> None:
     exp, _ = tiny
     markers = sorted(exp.rglob(".done"))
     before = {m: m.stat().st_mtime_ns for m in markers}
-    result = _run(exp.parent.parent, "--stage", "1", "--stop-stage", "2")
+    result = _run(exp.parent.parent)
     assert result.returncode == 0, result.stderr
     assert "prepare-data: 7 outputs (7 up to date)" in result.stdout
-    assert result.stdout.count("up to date") >= 7 + 5
+    assert result.stdout.count("up to date") >= 7 + 5 + 1 + 2 + 9 + 9
+    assert " done " not in result.stdout
     assert {m: m.stat().st_mtime_ns for m in markers} == before
+
+
+def test_encoder_and_alignment_outputs(tiny) -> None:
+    exp, _ = tiny
+    assert json.loads((exp / "encoder/encoder.json").read_text()) == {"encoder": "conformer-ctc"}
+    assert {"config.json", "model.safetensors", "tokenizer.model"} <= {p.name for p in (exp / "encoder/model").iterdir()}
+    for system in ("tasu", "paired"):
+        folder = exp / "align" / system
+        assert {p.name for p in (folder / "projector").iterdir()} == {"config.json", "model.safetensors"}
+        stats = json.loads((folder / ".done").read_text())["stats"]
+        assert stats["steps"] == 6 and stats["examples"] > 0
+        log = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in log] == [2, 4, 6]
+    assert json.loads((exp / "align/tasu/.done").read_text())["stats"]["examples"] == 100
+
+
+def test_decode_and_score_outputs(tiny) -> None:
+    exp, _ = tiny
+    for system in ("ctc", "tasu", "paired"):
+        for split in ("test_indomain", "test_newvoice", "test_xdomain"):
+            rows = [json.loads(line) for line in (exp / "decode" / system / split / "hyps.jsonl").read_text().splitlines()]
+            cuts = load_cuts(exp / "data" / split / "cuts.jsonl.gz")
+            assert [r["id"] for r in rows] == list(cuts.ids)
+            assert all(r["ref"] == cuts[r["id"]].supervisions[0].text for r in rows)
+            decoded = json.loads((exp / "decode" / system / split / "summary.json").read_text())
+            assert decoded["num_utts"] == 6 and decoded["rtf"] > 0
+            assert decoded["command"].startswith("speechllm decode --recipe")
+            summary = json.loads((exp / "score" / system / split / "summary.json").read_text())
+            assert summary["num_utts"] == 6 and summary["wer"] >= 0 and summary["ref_words"] > 0
+            assert "\n%WER " in (exp / "score" / system / split / "errors.txt").read_text()
+    results = (exp / "RESULTS.md").read_text()
+    for name in ("| ctc |", "| tasu |", "| paired |", "test_xdomain", "speechllm decode --recipe"):
+        assert name in results
+
+
+def _copy_prepared(exp: Path, target: Path) -> Path:
+    """A new experiment folder with the data, text, tokenizer and encoder of the tiny run (no alignment)."""
+    for part in ("data", "text", "tokenizer", "encoder"):
+        shutil.copytree(exp / part, target / part)
+    return target
+
+
+def _align(exp_dir: Path, *sets: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(SPEECHLLM), "align", "--recipe", "tiny", "--exp-dir", str(exp_dir), *sets],
+                          capture_output=True, text=True, check=False)
+
+
+ONLY_TASU = ("--set", "align.systems={tasu: {mode: cps, text_sets: [commands_text]}}")
+
+
+def test_text_only_alignment_reads_no_audio(tiny, tmp_path: Path) -> None:
+    exp, _ = tiny
+    copy = _copy_prepared(exp, tmp_path / "exp")
+    shutil.rmtree(copy / "data" / "audio")
+    assert not list(copy.rglob("*.flac"))
+    result = _align(copy, *ONLY_TASU)
+    assert result.returncode == 0, result.stderr
+    assert (copy / "align/tasu/projector/model.safetensors").is_file()
+
+
+def test_killed_alignment_resumes_to_the_uninterrupted_result(tiny, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    exp, _ = tiny
+    longer = ("--set", "align.train.steps=16", "--set", "align.train.checkpoint_every=2")
+    reference = _copy_prepared(exp, tmp_path / "reference")
+    assert _align(reference, *ONLY_TASU, *longer).returncode == 0
+    killed = _copy_prepared(exp, tmp_path / "killed")
+    process = subprocess.Popen([str(SPEECHLLM), "align", "--recipe", "tiny", "--exp-dir", str(killed),
+                                *ONLY_TASU, *longer], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = killed / "align/tasu/train_log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if log.is_file() and any(json.loads(line)["step"] >= 4 for line in log.read_text().splitlines()):
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "align finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "align/tasu/.done").exists()
+    result = _align(killed, *ONLY_TASU, *longer)
+    assert result.returncode == 0, result.stderr
+    stats = json.loads((killed / "align/tasu/.done").read_text())["stats"]
+    assert 2 <= stats["resumed_from"] < 16
+    ours = load_file(str(killed / "align/tasu/projector/model.safetensors"))
+    theirs = load_file(str(reference / "align/tasu/projector/model.safetensors"))
+    assert ours.keys() == theirs.keys()
+    for name, tensor in ours.items():
+        assert (tensor - theirs[name]).abs().max() < 1e-5, name
 
 
 def test_changed_config_reruns_only_what_depends_on_it(tiny) -> None:

@@ -148,12 +148,17 @@ def _log(path: Path, record: dict[str, Any]) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
+def seed_everything(seed: int) -> None:
+    """Call before building a model too: its random initialisation is part of what a seed must fix."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+
+
 def train(job: TrainJob, config: TrainConfig, track: Track) -> TrainReport:
     """Train ``job.model`` for ``config.steps`` steps, resuming from ``job.out_dir/checkpoint`` if present."""
     from accelerate import Accelerator
 
-    torch.manual_seed(config.seed)
-    random.seed(config.seed)
+    seed_everything(config.seed)
     accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
     params = [p for p in job.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)

@@ -114,11 +114,12 @@ def _loss(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
 
 
 def _train_system(context: Context, config: AlignConfig, name: str) -> dict[str, Any]:
-    from speechllm_cli.core.training import TrainJob, train
+    from speechllm_cli.core.training import TrainJob, seed_everything, train
 
     system = config.systems[name]
     encoder = load_trained_encoder(context)
     vocab_size = encoder.vocab_size
+    seed_everything(config.train.seed)
     model, tokenizer = build_speech_llm(context, config, encoder)
     if system.mode == "cps":
         items, left_out = _text_items(context, system.text_sets, encoder, tokenizer, config.max_target_tokens)

@@ -64,13 +64,14 @@ def _ctc_loss(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
 
 def _train(context: Context, config: TrainEncoderConfig) -> dict[str, Any]:
     from speechllm_cli.core.encoders import build_encoder, load_encoder
-    from speechllm_cli.core.training import TrainJob, train
+    from speechllm_cli.core.training import TrainJob, seed_everything, train
 
     out = encoder_dir(context)
     write_json(encoder_name_path(context), {"encoder": config.encoder})
     if config.source is not None:
         load_encoder(config.encoder, config.source, **config.model).save(out)
         return {"imported": config.source}
+    seed_everything(config.train.seed)
     encoder = build_encoder(config.encoder, config.model, tokenizer=context.exp_dir / "tokenizer" / "tokenizer.model")
     items, counts = _examples(context, config, encoder)
     if not items:
