@@ -123,6 +123,19 @@ def test_decode_and_score_outputs(tiny) -> None:
         assert name in results
 
 
+def test_decode_transcribes_audio_files_given_on_the_command_line(tiny, tmp_path: Path) -> None:
+    exp, _ = tiny
+    clips = sorted((exp / "data/audio/test_newvoice").glob("*.flac"))[:2]
+    result = subprocess.run([str(SPEECHLLM), "decode", "--recipe", "tiny", "--exp-dir", str(exp), "--system", "ctc",
+                             *map(str, clips)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(c) for c in clips]
+    bad = subprocess.run([str(SPEECHLLM), "decode", "--recipe", "tiny", "--exp-dir", str(exp), str(tmp_path / "x.wav")],
+                         capture_output=True, text=True, check=False)
+    assert bad.returncode == 1 and f"{tmp_path / 'x.wav'}: cannot read audio" in bad.stderr
+
+
 def _copy_prepared(exp: Path, target: Path) -> Path:
     """A new experiment folder with the data, text, tokenizer and encoder of the tiny run (no alignment)."""
     for part in ("data", "text", "tokenizer", "encoder"):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from pydantic import PositiveInt
+from pydantic import PositiveInt, field_validator
 from safetensors.torch import load_file, save_file
 
 from speechllm_cli.common.config import StrictModel
@@ -24,6 +24,13 @@ class ProjectorConfig(StrictModel):
     kind: str = "tasu-mlp"
     """tasu-mlp or unit-lookup."""
     hidden: PositiveInt = 2048
+
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, kind: str) -> str:
+        if kind not in PROJECTORS:
+            raise ValueError(f"unknown projector {kind!r} (known: {', '.join(PROJECTORS)})")
+        return kind
 
 
 class TasuMLP(torch.nn.Module):
@@ -61,8 +68,6 @@ PROJECTORS: dict[str, Callable[[int, int, ProjectorConfig], torch.nn.Module]] = 
 
 
 def build_projector(vocab_size: int, llm_dim: int, config: ProjectorConfig) -> torch.nn.Module:
-    if config.kind not in PROJECTORS:
-        raise ValueError(f"unknown projector {config.kind!r} (known: {', '.join(PROJECTORS)})")
     return PROJECTORS[config.kind](vocab_size, llm_dim, config)
 
 

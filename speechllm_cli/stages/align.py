@@ -9,6 +9,8 @@ Two modes share the model, the loop and the loss (cross-entropy on the transcrip
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import PositiveInt, model_validator
@@ -90,7 +92,9 @@ def _paired_items(context: Context, system: AlignSystemConfig, config: AlignConf
     return items, left_out
 
 
-def _collate_cps(vocab_size: int, cps: CPSConfig):  # noqa: ANN202
+def _collate_cps(vocab_size: int, cps: CPSConfig) -> Callable[[list[Any], torch.Generator], dict[str, Any]]:
+    """Fresh simulated posteriors every time a text is drawn, from the step's own generator."""
+
     def collate(batch: list[tuple[list[int], list[int]]], generator: torch.Generator) -> dict[str, Any]:
         from speechllm_cli.core.posteriors import simulate_posteriors
 
@@ -138,7 +142,7 @@ def _train_system(context: Context, config: AlignConfig, name: str) -> dict[str,
             "seconds": round(report.seconds, 1)}
 
 
-def _inputs(context: Context, system: AlignSystemConfig) -> list:  # noqa: ANN202
+def _inputs(context: Context, system: AlignSystemConfig) -> list[Path]:
     paths = [text_set_path(context, name) for name in system.text_sets] + [encoder_dir(context)]
     if system.mode == "paired":
         assert system.split is not None
