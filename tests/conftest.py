@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,36 @@ def load_cuts(path: Path):  # noqa: ANN201
     from lhotse import CutSet
 
     return CutSet.from_file(path).to_eager()
+
+
+def tiny_wav2vec2(folder: Path, vocab: dict[str, int], layer_norm: bool = True,
+                  conv_kernel: tuple[int, ...] = (10, 3), conv_stride: tuple[int, ...] = (5, 2),
+                  head_std: float | None = None) -> Path:
+    """A random wav2vec2 CTC model with its processor, saved as a hub checkpoint would be.
+
+    ``layer_norm`` picks the variant that masks padding (it batches); ``head_std`` widens the output
+    layer so that a random model's argmax varies instead of sitting on one class.
+    """
+    import torch
+    from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
+                              Wav2Vec2Processor)
+
+    folder.mkdir(parents=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    tokenizer = Wav2Vec2CTCTokenizer(str(folder / "vocab.json"), unk_token="<unk>", pad_token="<pad>",
+                                     word_delimiter_token="|", bos_token=None, eos_token=None)
+    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                                         return_attention_mask=layer_norm)
+    config = Wav2Vec2Config(
+        vocab_size=len(vocab), pad_token_id=vocab["<pad>"], hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=64, conv_dim=(32,) * len(conv_kernel), conv_kernel=conv_kernel,
+        conv_stride=conv_stride, conv_bias=True, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+        feat_extract_norm="layer" if layer_norm else "group", do_stable_layer_norm=layer_norm)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = Wav2Vec2ForCTC(config)
+        if head_std is not None:
+            torch.nn.init.normal_(model.lm_head.weight, std=head_std)
+    model.save_pretrained(folder)
+    Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder

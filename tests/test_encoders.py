@@ -15,6 +15,7 @@ from speechllm_cli.core.encoders import (
     load_encoder)
 from speechllm_cli.core.features import SpecAugment, SpecAugmentConfig, fbank, normalize, pad_waveforms
 from speechllm_cli.data.tokenizer import TokenizerConfig, train_tokenizer
+from tests.conftest import tiny_wav2vec2
 
 SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "speech meets text in the posterior space",
              "we train a small model", "blank is id zero"]
@@ -159,27 +160,7 @@ def test_conformer_ctc_training_reduces_loss(tokenizer: Path) -> None:
 
 
 def _tiny_wav2vec2(folder: Path, layer_norm: bool) -> Path:
-    """A random wav2vec2 CTC model with processor; ``layer_norm`` picks the attention-mask-capable variant."""
-    from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
-                              Wav2Vec2Processor)
-
-    folder.mkdir(parents=True)
-    (folder / "vocab.json").write_text(json.dumps(HF_VOCAB))
-    tokenizer = Wav2Vec2CTCTokenizer(str(folder / "vocab.json"), unk_token="<unk>", pad_token="<pad>",
-                                     word_delimiter_token="|", bos_token=None, eos_token=None)
-    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                                         return_attention_mask=layer_norm)
-    config = Wav2Vec2Config(
-        vocab_size=len(HF_VOCAB), pad_token_id=HF_VOCAB["<pad>"], hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=64, conv_dim=(32, 32), conv_kernel=(10, 3), conv_stride=(5, 2),
-        conv_bias=True, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-        feat_extract_norm="layer" if layer_norm else "group", do_stable_layer_norm=layer_norm)
-    torch.manual_seed(0)
-    model = Wav2Vec2ForCTC(config)
-    torch.nn.init.normal_(model.lm_head.weight, std=1.0)
-    model.save_pretrained(folder)
-    Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
-    return folder
+    return tiny_wav2vec2(folder, HF_VOCAB, layer_norm=layer_norm, head_std=1.0)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import REPO, load_cuts
+from tests.conftest import REPO, load_cuts, tiny_wav2vec2
 
 SYSTEMS = ["ctc", "tasu", "paired"]
 TEST_SPLITS = ["test_indomain", "test_newvoice", "test_xdomain"]
@@ -36,28 +36,7 @@ def _tiny_wav2vec2(folder: Path) -> Path:
     Its feature encoder strides 320 samples like real wav2vec2 (50 frames a second): a random encoder's LSD keeps
     almost every frame, so a finer stride would hand the LLM sequences of thousands of positions.
     """
-    import torch
-    from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
-                              Wav2Vec2Processor)
-
-    vocab = _character_vocab()
-    folder.mkdir(parents=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    tokenizer = Wav2Vec2CTCTokenizer(str(folder / "vocab.json"), unk_token="<unk>", pad_token="<pad>",
-                                     word_delimiter_token="|", bos_token=None, eos_token=None)
-    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                                         return_attention_mask=True)
-    config = Wav2Vec2Config(
-        vocab_size=len(vocab), pad_token_id=vocab["<pad>"], hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=64, conv_dim=(32, 32, 32), conv_kernel=(10, 8, 8), conv_stride=(5, 8, 8),
-        conv_bias=True, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, feat_extract_norm="layer",
-        do_stable_layer_norm=True)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = Wav2Vec2ForCTC(config)
-    model.save_pretrained(folder)
-    Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
-    return folder
+    return tiny_wav2vec2(folder, _character_vocab(), conv_kernel=(10, 8, 8), conv_stride=(5, 8, 8))
 
 
 def _tiny_llama(folder: Path) -> Path:
