@@ -198,7 +198,7 @@ def decode(
 
     try:
         for path, text in transcribe_files(_context(recipe, exp_dir, set_, force, None), files, system):
-            out.print(f"{path}\t{text}", highlight=False, soft_wrap=True)
+            typer.echo(f"{path}\t{text}")
     except SpeechLLMError as error:
         err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
