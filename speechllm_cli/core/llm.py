@@ -297,9 +297,3 @@ def end_of_turn_id(tokenizer: PreTrainedTokenizerBase) -> int:
 def target_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     """The training target: ``text`` as the assistant's reply, closed by the end-of-turn token."""
     return [*_encode(tokenizer, text), end_of_turn_id(tokenizer)]
-
-
-def embed_tokens(model: PreTrainedModel | PeftModel, ids: torch.Tensor) -> torch.Tensor:
-    """The LLM's input embeddings of ``ids`` (plain or LoRA-wrapped model), on the model's device."""
-    table = model.get_input_embeddings()
-    return table(ids.to(table.weight.device))
