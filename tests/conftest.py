@@ -71,3 +71,21 @@ def tiny_wav2vec2(folder: Path, vocab: dict[str, int], layer_norm: bool = True,
     model.save_pretrained(folder)
     Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
     return folder
+
+
+def tiny_whisper(folder: Path, layers: int = 2) -> Path:
+    """A random Whisper (d_model 32, 4 s of positions) saved as a hub checkpoint would be."""
+    import torch
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    config = WhisperConfig(vocab_size=100, num_mel_bins=80, d_model=32, encoder_layers=layers, decoder_layers=1,
+                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+                           decoder_ffn_dim=64, max_source_positions=200, max_target_positions=32,
+                           decoder_start_token_id=1, pad_token_id=0, bos_token_id=0, eos_token_id=0,
+                           begin_suppress_tokens=None, suppress_tokens=None)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = WhisperForConditionalGeneration(config)
+    model.save_pretrained(folder)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
+    return folder

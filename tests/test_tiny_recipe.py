@@ -85,15 +85,18 @@ def test_rerun_skips_finished_stages(tiny) -> None:
     result = _run(exp.parent.parent)
     assert result.returncode == 0, result.stderr
     assert "prepare-data: 7 outputs (7 up to date)" in result.stdout
-    assert result.stdout.count("up to date") >= 7 + 5 + 1 + 2 + 9 + 9
+    assert result.stdout.count("up to date") >= 7 + 5 + 1 + 2 + 12 + 12
     assert " done " not in result.stdout
     assert {m: m.stat().st_mtime_ns for m in markers} == before
 
 
 def test_encoder_and_alignment_outputs(tiny) -> None:
     exp, _ = tiny
-    assert json.loads((exp / "encoder/encoder.json").read_text()) == {"encoder": "conformer-ctc"}
-    assert {"config.json", "model.safetensors", "tokenizer.model"} <= {p.name for p in (exp / "encoder/model").iterdir()}
+    assert json.loads((exp / "encoder/encoder.json").read_text()) == {"encoder": "whisper-ctc"}
+    assert {"config.json", "whisper_config.json", "model.safetensors", "tokenizer.model"} == {
+        p.name for p in (exp / "encoder/model").iterdir()}
+    encoder_stats = json.loads((exp / "encoder/.done").read_text())["stats"]
+    assert encoder_stats["steps"] == 12 and encoder_stats["utterances"] == 24
     for system in ("tasu", "paired"):
         folder = exp / "align" / system
         assert {p.name for p in (folder / "projector").iterdir()} == {"config.json", "model.safetensors"}
@@ -106,7 +109,7 @@ def test_encoder_and_alignment_outputs(tiny) -> None:
 
 def test_decode_and_score_outputs(tiny) -> None:
     exp, _ = tiny
-    for system in ("ctc", "tasu", "paired"):
+    for system in ("ctc", "tasu", "paired", "whisper"):
         for split in ("test_indomain", "test_newvoice", "test_xdomain"):
             rows = [json.loads(line) for line in (exp / "decode" / system / split / "hyps.jsonl").read_text().splitlines()]
             cuts = load_cuts(exp / "data" / split / "cuts.jsonl.gz")
@@ -119,8 +122,28 @@ def test_decode_and_score_outputs(tiny) -> None:
             assert summary["num_utts"] == 6 and summary["wer"] >= 0 and summary["ref_words"] > 0
             assert "\n%WER " in (exp / "score" / system / split / "errors.txt").read_text()
     results = (exp / "RESULTS.md").read_text()
-    for name in ("| ctc |", "| tasu |", "| paired |", "test_xdomain", "speechllm decode --recipe"):
+    for name in ("| ctc |", "| tasu |", "| paired |", "| whisper |", "test_xdomain", "speechllm decode --recipe"):
         assert name in results
+    whisper = json.loads((exp / "score/whisper/test_newvoice/summary.json").read_text())
+    ctc = json.loads((exp / "score/ctc/test_newvoice/summary.json").read_text())
+    assert whisper["cer"] < 0.6 and whisper["cer"] < ctc["cer"], "pretrained Whisper beats a 12-step CTC head"
+
+
+def test_from_scratch_encoder_is_a_recipe_option(tiny, tmp_path: Path) -> None:
+    exp, _ = tiny
+    copy = tmp_path / "exp"
+    for part in ("data", "text", "tokenizer"):
+        shutil.copytree(exp / part, copy / part)
+    result = subprocess.run(
+        [str(SPEECHLLM), "train-encoder", "--recipe", "tiny", "--exp-dir", str(copy),
+         "--set", "train_encoder.encoder=conformer-ctc",
+         "--set", "train_encoder.model={d_model: 32, layers: 1, heads: 4, ff_dim: 64, conv_kernel: 7}"],
+        capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((copy / "encoder/encoder.json").read_text()) == {"encoder": "conformer-ctc"}
+    assert not (copy / "encoder/checkpoint/front_states.pt").exists()
+    log = [json.loads(line) for line in (copy / "encoder/train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2, 4, 6, 8, 10, 12]
 
 
 def test_decode_transcribes_audio_files_given_on_the_command_line(tiny, tmp_path: Path) -> None:

@@ -202,3 +202,22 @@ def decode(
     except SpeechLLMError as error:
         err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+
+
+@app.command("import-model")
+def import_model(
+    source: Annotated[Path, typer.Argument(help="The checkpoint folder to convert (e.g. a CTranslate2 Whisper "
+                                                "folder with model.bin, config.json, tokenizer.json).")],
+    target: Annotated[Path, typer.Argument(help="The Hugging Face folder to write (must not exist).")],
+    kind: Annotated[str, typer.Option(
+        "--format", help="Format of SOURCE: ct2-whisper (CTranslate2 / faster-whisper Whisper models).")] = "ct2-whisper",
+) -> None:
+    """Convert a checkpoint into a Hugging Face folder that from_pretrained (and every recipe) loads."""
+    from speechllm_cli.stages.import_model import import_model as convert
+
+    try:
+        written = convert(kind, source, target)
+    except SpeechLLMError as error:
+        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    out.print(f"import-model: {source} ({kind}) -> {written}", soft_wrap=True)

@@ -17,14 +17,13 @@ from pydantic import PositiveInt, model_validator
 
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.core.llm import LLMConfig
+from speechllm_cli.core.posteriors import CPSConfig, LSDConfig
+from speechllm_cli.core.projector import ProjectorConfig
 from speechllm_cli.core.train_config import TrainConfig
 from speechllm_cli.stages.inputs import encoder_dir, load_text_set, load_trained_encoder, text_set_path
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
 from speechllm_cli.stages.speech_llm_io import build_speech_llm, save_trained, system_dir
-
-from speechllm_cli.core.llm import LLMConfig
-from speechllm_cli.core.posteriors import CPSConfig, LSDConfig
-from speechllm_cli.core.projector import ProjectorConfig
 
 if TYPE_CHECKING:
     import torch

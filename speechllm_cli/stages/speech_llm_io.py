@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from speechllm_cli.common.cache import cache_root
 from speechllm_cli.stages.runner import Context
 
 if TYPE_CHECKING:
@@ -16,8 +16,7 @@ if TYPE_CHECKING:
 
 def llm_cache_dir() -> Path:
     """Converted LLM checkpoints, shared by all experiments of a machine (``$SPEECHLLM_CACHE`` overrides)."""
-    root = os.environ.get("SPEECHLLM_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "speechllm"
-    return Path(root) / "llm"
+    return cache_root() / "llm"
 
 
 def system_dir(context: Context, system: str) -> Path:

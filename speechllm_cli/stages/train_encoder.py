@@ -13,25 +13,30 @@ from pydantic import PositiveFloat
 
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
-from speechllm_cli.core.train_config import TrainConfig
 from speechllm_cli.common.io import write_json
+from speechllm_cli.core.train_config import TrainConfig
 from speechllm_cli.stages.inputs import (cuts_path, encoder_dir, encoder_name_path, load_audio, load_cuts,
                                          load_text_set, text_set_path)
-from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
+from speechllm_cli.stages.runner import PARTIAL, Context, StageResult, Unit, run_units, status
 
 if TYPE_CHECKING:
     import torch
 
-    from speechllm_cli.core.encoders import CTCEncoder
+    from speechllm_cli.core.encoders import CTCEncoder, FrozenFrontEncoder
+
+
+FRONT_STATES = "front_states.pt"
+"""Cached outputs of a frozen encoder front, kept with the partial work until training finishes."""
 
 
 class TrainEncoderConfig(StrictModel):
     encoder: str = "conformer-ctc"
-    """Registry name: conformer-ctc (trained here) or hf-ctc (any Hugging Face CTC model)."""
+    """Registry name: whisper-ctc (pretrained Whisper + CTC head trained here), conformer-ctc (trained here
+    from scratch) or hf-ctc (any Hugging Face CTC model, used as it is with ``source``)."""
     source: str | None = None
     """A pretrained encoder (folder or hub id) to use as it is; then nothing is trained."""
     model: dict[str, Any] = {}
-    """The encoder's own config (e.g. d_model, layers for conformer-ctc)."""
+    """The encoder's own config (e.g. d_model, layers for conformer-ctc; whisper, head for whisper-ctc)."""
     split: str = "train"
     text_set: str = "train"
     """The prepare-text set holding the split's normalised transcripts (the CTC targets)."""
@@ -49,21 +54,60 @@ def _examples(context: Context, config: TrainEncoderConfig, encoder: CTCEncoder)
     return [item for item in items if item[1]], {"utterances": len(items), "left_out": len(cuts) - len(items)}
 
 
-def _collate(batch: list[tuple[torch.Tensor, list[int]]], generator: torch.Generator) -> dict[str, Any]:
+def _targets(batch: list[tuple[torch.Tensor, list[int]]]) -> dict[str, torch.Tensor]:
     import torch
 
-    return {"audio": [wave for wave, _ in batch],
-            "targets": torch.cat([torch.tensor(ids) for _, ids in batch]),
+    return {"targets": torch.cat([torch.tensor(ids) for _, ids in batch]),
             "target_lengths": torch.tensor([len(ids) for _, ids in batch])}
+
+
+def _collate_audio(batch: list[tuple[torch.Tensor, list[int]]], generator: torch.Generator) -> dict[str, Any]:
+    return {"audio": [wave for wave, _ in batch], "lengths": None, "from_states": False, **_targets(batch)}
+
+
+def _collate_states(batch: list[tuple[torch.Tensor, list[int]]], generator: torch.Generator) -> dict[str, Any]:
+    import torch
+
+    states = torch.nn.utils.rnn.pad_sequence([item.float() for item, _ in batch], batch_first=True)
+    return {"audio": states, "lengths": torch.tensor([len(item) for item, _ in batch]), "from_states": True,
+            **_targets(batch)}
 
 
 def _ctc_loss(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
     encoder = getattr(model, "module", model)
-    return encoder.ctc_loss(model(batch["audio"]), batch["targets"], batch["target_lengths"])
+    output = model(batch["audio"], batch["lengths"], from_states=True) if batch["from_states"] else model(batch["audio"])
+    return encoder.ctc_loss(output, batch["targets"], batch["target_lengths"])
+
+
+def _front_states(context: Context, encoder: FrozenFrontEncoder, items: list[tuple[torch.Tensor, list[int]]],
+                  batch_size: int = 16) -> list[tuple[torch.Tensor, list[int]]]:
+    """Each utterance's frozen front output (float16), computed once and kept with the partial work."""
+    import torch
+
+    from speechllm_cli.common.io import atomic_path
+    from speechllm_cli.core.features import pad_waveforms
+
+    path = context.exp_dir / "encoder" / PARTIAL / FRONT_STATES
+    if path.is_file():
+        states = torch.load(path, weights_only=True)
+    else:
+        order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        states = [torch.empty(0)] * len(items)
+        encoder.eval()
+        with torch.no_grad():
+            for batch in context.track(batches, len(batches), "caching the frozen encoder's outputs"):
+                audio, lengths = pad_waveforms([items[i][0] for i in batch])
+                out, lengths = encoder.front(audio.to(encoder.device), lengths.to(encoder.device))
+                for row, index in enumerate(batch):
+                    states[index] = out[row, : int(lengths[row])].half().cpu().clone()
+        with atomic_path(path) as tmp:
+            torch.save(states, tmp)
+    return [(state, ids) for state, (_, ids) in zip(states, items, strict=True)]
 
 
 def _train(context: Context, config: TrainEncoderConfig) -> dict[str, Any]:
-    from speechllm_cli.core.encoders import build_encoder, load_encoder
+    from speechllm_cli.core.encoders import FrozenFrontEncoder, build_encoder, load_encoder
     from speechllm_cli.core.training import TrainJob, seed_everything, train
 
     out = encoder_dir(context)
@@ -76,9 +120,13 @@ def _train(context: Context, config: TrainEncoderConfig) -> dict[str, Any]:
     items, counts = _examples(context, config, encoder)
     if not items:
         raise SpeechLLMError(f"train-encoder: no usable utterances in split {config.split!r}")
-    job = TrainJob(encoder, items, [len(wave) for wave, _ in items], _collate, _ctc_loss, out.parent)
+    collate = _collate_audio
+    if isinstance(encoder, FrozenFrontEncoder) and encoder.front_is_frozen:
+        items, collate = _front_states(context, encoder, items), _collate_states
+    job = TrainJob(encoder, items, [len(item) for item, _ in items], collate, _ctc_loss, out.parent)
     report = train(job, config.train, context.track)
     encoder.save(out)
+    (out.parent / PARTIAL / FRONT_STATES).unlink(missing_ok=True)
     return {**counts, "steps": report.steps, "resumed_from": report.resumed_from,
             "first_loss": report.first_loss, "last_loss": report.last_loss, "seconds": round(report.seconds, 1)}
 

@@ -1,7 +1,8 @@
 """CTC acoustic encoders, found by name.
 
-``conformer-ctc`` is the project's own small model (trained here, for corpora with no pretrained CTC
-encoder); ``hf-ctc`` wraps any Hugging Face ``AutoModelForCTC`` checkpoint. Both meet
+``conformer-ctc`` is the project's own small model (trained here from scratch); ``whisper-ctc`` a
+pretrained Whisper encoder with a CTC head trained here; ``hf-ctc`` wraps any Hugging Face
+``AutoModelForCTC`` checkpoint as it is. All meet
 :class:`CTCEncoder`: padded 16 kHz waveforms in, CTC log-posteriors with blank 0 out. A new encoder
 is one more entry in :data:`ENCODERS`.
 """
@@ -14,17 +15,20 @@ from typing import Any
 
 from speechllm_cli.common.config import StrictModel, validate
 from speechllm_cli.common.errors import SpeechLLMError
-from speechllm_cli.core.encoders.base import BLANK_ID, CTCEncoder, EncoderOutput, greedy_ids
+from speechllm_cli.core.encoders.base import BLANK_ID, CTCEncoder, EncoderOutput, FrozenFrontEncoder, greedy_ids
 from speechllm_cli.core.encoders.conformer_ctc import ConformerCTC, ConformerCTCConfig
 from speechllm_cli.core.encoders.hf_ctc import HFCTCConfig, HFCTCEncoder
+from speechllm_cli.core.encoders.whisper_ctc import WhisperCTC, WhisperCTCConfig
 
 ENCODERS: dict[str, type[CTCEncoder]] = {
     "conformer-ctc": ConformerCTC,
     "hf-ctc": HFCTCEncoder,
+    "whisper-ctc": WhisperCTC,
 }
 
 __all__ = ["BLANK_ID", "ENCODERS", "CTCEncoder", "ConformerCTC", "ConformerCTCConfig", "EncoderOutput",
-           "HFCTCConfig", "HFCTCEncoder", "build_encoder", "encoder_class", "greedy_ids", "load_encoder"]
+           "FrozenFrontEncoder", "HFCTCConfig", "HFCTCEncoder", "WhisperCTC", "WhisperCTCConfig", "build_encoder",
+           "encoder_class", "greedy_ids", "load_encoder"]
 
 
 def encoder_class(name: str) -> type[CTCEncoder]:
@@ -37,7 +41,7 @@ def encoder_class(name: str) -> type[CTCEncoder]:
 def build_encoder(name: str, config: StrictModel | Mapping[str, Any], **kwargs: Any) -> CTCEncoder:
     """A new encoder from its config section (a mapping is validated against the encoder's config class).
 
-    ``kwargs`` go to the encoder's ``from_config`` (``tokenizer=`` for ``conformer-ctc``).
+    ``kwargs`` go to the encoder's ``from_config`` (``tokenizer=`` for the encoders trained here).
     """
     cls = encoder_class(name)
     if not isinstance(config, cls.config_class):

@@ -114,3 +114,38 @@ class CTCEncoder(torch.nn.Module, abc.ABC):
         return torch.nn.functional.ctc_loss(
             output.log_probs.float().transpose(0, 1), targets, output.lengths, target_lengths,
             blank=BLANK_ID, reduction=reduction, zero_infinity=True)
+
+
+class FrozenFrontEncoder(CTCEncoder):
+    """An encoder split into a front (features and frozen pretrained layers) and a trainable head.
+
+    When the front is frozen its outputs never change, so training computes them once per utterance
+    and runs only the head each epoch; the front's outputs are what gets cached.
+    """
+
+    @property
+    @abc.abstractmethod
+    def front_is_frozen(self) -> bool:
+        """True when no front parameter trains (and the front is deterministic), so its outputs may be cached."""
+
+    @abc.abstractmethod
+    def front(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Front states [B, T, D] (zero beyond each utterance) and valid frames [B]."""
+
+    @abc.abstractmethod
+    def head(self, states: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
+        """Posteriors from front states."""
+
+    def encode(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
+        states, frames = self.front(waveforms, lengths)
+        return self.head(states, frames)
+
+    def forward(self, audio: torch.Tensor | Sequence[torch.Tensor], lengths: torch.Tensor | None = None,
+                from_states: bool = False) -> EncoderOutput:
+        """``from_states=True`` takes cached front states [B, T, D] with frames [B] instead of audio.
+
+        Going through ``forward`` (not :meth:`head` directly) keeps data-parallel wrappers in the loop.
+        """
+        if from_states:
+            return self.head(audio.to(self.device), lengths.to(self.device))
+        return super().forward(audio, lengths)

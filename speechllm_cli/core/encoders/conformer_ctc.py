@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Self
 
@@ -28,10 +27,10 @@ from speechllm_cli.common.config import StrictModel, validate
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import atomic_dir
 from speechllm_cli.core.encoders.base import CTCEncoder, EncoderOutput
+from speechllm_cli.core.encoders.sentencepiece_units import SentencePieceUnits
 from speechllm_cli.core.features import SpecAugment, SpecAugmentConfig, fbank, normalize, valid_mask
 
 MODEL_TYPE = "conformer-ctc"
-TOKENIZER_FILE = "tokenizer.model"
 
 
 class ConformerCTCConfig(StrictModel):
@@ -171,45 +170,20 @@ class ConformerBlock(torch.nn.Module):
         return self.norm(x)
 
 
-def _read_tokenizer(source: str | Path | bytes | None) -> tuple[bytes | None, Any]:
-    """The sentencepiece model's bytes (saved with the weights) and a processor built from them."""
-    if source is None:
-        return None, None
-    import sentencepiece
-
-    proto = Path(source).read_bytes() if isinstance(source, str | Path) else source
-    try:
-        return proto, sentencepiece.SentencePieceProcessor(model_proto=proto)
-    except RuntimeError:
-        name = source if isinstance(source, str | Path) else "tokenizer bytes"
-        raise SpeechLLMError(f"{name}: not a sentencepiece model") from None
-
-
-class ConformerCTC(CTCEncoder):
+class ConformerCTC(SentencePieceUnits, CTCEncoder):
     config_class = ConformerCTCConfig
+    model_type = MODEL_TYPE
 
     def __init__(self, config: ConformerCTCConfig, tokenizer: str | Path | bytes | None = None) -> None:
         """``tokenizer`` is a sentencepiece model file (or its bytes) whose ids are the output units."""
         super().__init__()
-        self._tokenizer_proto, self._tokenizer = _read_tokenizer(tokenizer)
-        self.config = self._resolve_vocab(config)
+        self._init_units(tokenizer)
+        self.config = config.model_copy(update={"vocab_size": self.resolve_vocab(config.vocab_size)})
         self.spec_augment = SpecAugment(self.config.spec_augment)
         self.subsampling = Subsampling(self.config.n_mels, self.config.d_model)
         self.input_drop = torch.nn.Dropout(self.config.dropout)
         self.blocks = torch.nn.ModuleList(ConformerBlock(self.config) for _ in range(self.config.layers))
         self.head = torch.nn.Linear(self.config.d_model, self.config.vocab_size)
-
-    def _resolve_vocab(self, config: ConformerCTCConfig) -> ConformerCTCConfig:
-        """Fill or check ``vocab_size`` against the tokenizer, so units and outputs can never disagree."""
-        if self._tokenizer is None:
-            if config.vocab_size is None:
-                raise SpeechLLMError("conformer-ctc: vocab_size is not set and no tokenizer was given")
-            return config
-        size = self._tokenizer.get_piece_size()
-        if config.vocab_size not in (None, size):
-            raise SpeechLLMError(f"conformer-ctc: vocab_size {config.vocab_size} does not match the tokenizer's "
-                                 f"{size} units")
-        return config.model_copy(update={"vocab_size": size})
 
     @classmethod
     def from_config(cls, config: ConformerCTCConfig, tokenizer: str | Path | bytes | None = None) -> Self:
@@ -218,21 +192,6 @@ class ConformerCTC(CTCEncoder):
     @property
     def vocab_size(self) -> int:
         return self.config.vocab_size
-
-    def _require_tokenizer(self) -> Any:
-        if self._tokenizer is None:
-            raise SpeechLLMError("conformer-ctc: this encoder was built without a tokenizer, so its ids have no text")
-        return self._tokenizer
-
-    def units(self) -> list[str]:
-        tokenizer = self._require_tokenizer()
-        return [tokenizer.id_to_piece(i) for i in range(self.vocab_size)]
-
-    def ids_to_text(self, ids: Sequence[int]) -> str:
-        return self._require_tokenizer().decode(list(ids))
-
-    def text_to_ids(self, text: str) -> list[int]:
-        return list(self._require_tokenizer().encode(text))
 
     def encode(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
         feats, frames = fbank(waveforms, lengths, self.config.n_mels)
@@ -252,8 +211,7 @@ class ConformerCTC(CTCEncoder):
             (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
             save_file({name: tensor.detach().cpu().contiguous() for name, tensor in self.state_dict().items()},
                       str(tmp / "model.safetensors"))
-            if self._tokenizer_proto is not None:
-                (tmp / TOKENIZER_FILE).write_bytes(self._tokenizer_proto)
+            self.save_tokenizer(tmp)
 
     @classmethod
     def load(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> Self:
@@ -265,7 +223,6 @@ class ConformerCTC(CTCEncoder):
         if data.pop("model_type", None) != MODEL_TYPE:
             raise SpeechLLMError(f"{config_path}: model_type is not {MODEL_TYPE!r}")
         config = validate(ConformerCTCConfig, data, str(config_path))
-        tokenizer = folder / TOKENIZER_FILE
-        model = cls(config, tokenizer if tokenizer.is_file() else None)
+        model = cls(config, cls.saved_tokenizer(folder))
         model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(map_location)))
         return model.eval()

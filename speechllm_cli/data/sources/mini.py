@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import soundfile
 from pydantic import PositiveInt, field_validator, model_validator
 
@@ -46,6 +47,9 @@ class MiniSplitConfig(StrictModel):
     utterances: PositiveInt
     voices: str
     """Name of a voice pool in ``voices``."""
+    noise_snr_db: tuple[float, float] | None = None
+    """Additive white noise at an SNR drawn per utterance from this range (dB); None keeps speech clean.
+    Noise in training speech keeps a model from relying on the TTS engines' perfect silence."""
 
 
 class MiniCorpusConfig(StrictModel):
@@ -87,6 +91,13 @@ class MiniConfig(StrictModel):
             if corpus.domain not in self.domains:
                 raise ValueError(f"corpus {name!r}: unknown domain {corpus.domain!r}")
         return self
+
+
+def add_noise(audio: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
+    """White noise at ``snr_db`` below the utterance's mean power, clipped to the 16-bit range."""
+    power = float(np.mean(audio.astype(np.float64) ** 2)) or 1e-10
+    noise = np.random.default_rng(seed).standard_normal(len(audio)) * np.sqrt(power / 10 ** (snr_db / 10))
+    return np.clip(audio + noise, -1.0, 1.0).astype(np.float32)
 
 
 def _short_hash(*parts: object) -> str:
@@ -135,7 +146,7 @@ class MiniSource:
                  "custom": {"slu": item.target} if item.target else {}}
                 for i, item in enumerate(self._allocation[name])]
 
-    def _plan(self, split: str) -> list[tuple[Utterance, Voice, float, float]]:
+    def _plan(self, split: str) -> list[tuple[Utterance, Voice, float, float, float | None]]:
         spec = self.config.splits[split]
         domain = self.config.domains[spec.domain]
         voices = [Voice.parse(v) for v in self.config.voices[spec.voices]]
@@ -144,23 +155,26 @@ class MiniSource:
         for index, item in enumerate(self._allocation[split]):
             voice = voices[index % len(voices)]
             rate, pitch = rng.uniform(*self.config.rate), rng.uniform(*self.config.pitch)
+            snr = rng.uniform(*spec.noise_snr_db) if spec.noise_snr_db else None
             utt_id = f"{split}-{index:05d}"
-            audio = self.audio_dir / split / f"{utt_id}-{_short_hash(item.text, voice, rate, pitch)}.flac"
+            audio = self.audio_dir / split / f"{utt_id}-{_short_hash(item.text, voice, rate, pitch, snr)}.flac"
             custom: dict[str, Any] = {"domain": spec.domain, "voice": f"{voice.engine}:{voice.name}"}
             if item.target:
                 custom["slu"] = item.target
             utt = Utterance(id=utt_id, audio=audio, text=item.text, where=f"mini split {split} #{index}",
                             speaker=voice.slug, language=domain.lang, custom=custom)
-            plan.append((utt, voice, rate, pitch))
+            plan.append((utt, voice, rate, pitch, snr))
         return plan
 
     @staticmethod
-    def _render(job: tuple[Utterance, Voice, float, float]) -> None:
+    def _render(job: tuple[Utterance, Voice, float, float, float | None]) -> None:
         """Synthesize one utterance unless a previous (possibly killed) run already did."""
-        utt, voice, rate, pitch = job
+        utt, voice, rate, pitch, snr = job
         if utt.audio.is_file():
             return
         audio = synthesize(utt.text, voice, rate, pitch, 16000)
+        if snr is not None:
+            audio = add_noise(audio, snr, seed=int(_short_hash(utt.id, snr), 16))
         with atomic_path(utt.audio) as tmp:
             soundfile.write(tmp, audio, 16000, subtype="PCM_16", format="FLAC")
 
