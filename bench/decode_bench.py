@@ -50,8 +50,9 @@ class Split:
     frames: list[int]
     """Encoder frames per utterance: the LLM input length if every posterior frame were fed to it."""
     references: list[str]
-    audio_seconds: float
-    encode_seconds: float
+    audio_seconds: list[float]
+    encode_seconds: list[float]
+    """Per utterance: its audio length, and its share of the batched encoder + LSD time."""
 
 
 class TokensAsText:
@@ -72,6 +73,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--system", default="tasu", help="align system to decode with")
     parser.add_argument("--split", nargs="+", default=["test_indomain"],
                         help="split(s) to decode; several are pooled, which fills larger batches")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="use only the first N utterances of the pooled splits (batch 1 is slow on big splits)")
     parser.add_argument("--batch-size", type=int, default=16, help="batch size compared with batch size 1")
     parser.add_argument("--rounds", type=int, default=3,
                         help="timed repetitions of each batch size, alternating; the fastest of each counts")
@@ -80,8 +83,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="recipe override, as for speechllm (repeatable)")
     args = parser.parse_args(argv)
-    if args.batch_size < 2 or args.rounds < 1 or args.threads < 1:
-        parser.error("--batch-size must be at least 2, --rounds and --threads at least 1")
+    if args.batch_size < 2 or args.rounds < 1 or args.threads < 1 or (args.limit is not None and args.limit < 1):
+        parser.error("--batch-size must be at least 2, --rounds, --threads and --limit at least 1")
     return args
 
 
@@ -121,8 +124,8 @@ def encode_split(context: Context, encoder: CTCEncoder, split: str, lsd: LSDConf
     return Split(lsd=[e["lsd"] for e in entries],
                  frames=[frames_of[round(e["seconds"] * encoder.sample_rate)] for e in entries],
                  references=[cut.supervisions[0].text or "" for cut in cuts],
-                 audio_seconds=sum(e["seconds"] for e in entries),
-                 encode_seconds=sum(e["encode_s"] for e in entries))
+                 audio_seconds=[e["seconds"] for e in entries],
+                 encode_seconds=[e["encode_s"] for e in entries])
 
 
 def timed_texts(model: SpeechLLM, tokenizer: Any, lsd: list[torch.Tensor], config: DecodeConfig,
@@ -176,10 +179,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     encoder = load_trained_encoder(context)
     model, tokenizer = load_trained(context, align, encoder, args.system)
     splits = [encode_split(context, encoder, split, align.lsd) for split in args.split]
-    lsd = [x for s in splits for x in s.lsd]
-    frames = [n for s in splits for n in s.frames]
-    audio = sum(s.audio_seconds for s in splits)
-    encode_seconds = sum(s.encode_seconds for s in splits)
+    keep = slice(0, args.limit)
+    lsd = [x for s in splits for x in s.lsd][keep]
+    frames = [n for s in splits for n in s.frames][keep]
+    references = [r for s in splits for r in s.references][keep]
+    audio = sum([x for s in splits for x in s.audio_seconds][keep])
+    encode_seconds = sum([x for s in splits for x in s.encode_seconds][keep])
 
     _, llm_seconds = timed_texts(model, tokenizer, lsd, decode, context)
     times, differing = compare_batching(model, lsd, decode, args.batch_size, args.rounds, context)
@@ -188,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     batches = math.ceil(len(lsd) / args.batch_size)
 
     prompt = len(model.prompt.prefix) + len(model.prompt.suffix)
-    targets = target_token_count(tokenizer, [r for s in splits for r in s.references], normalizer)
+    targets = target_token_count(tokenizer, references, normalizer)
     lsd_frames = sum(x.shape[0] for x in lsd)
     lsd_positions = lsd_frames + prompt * len(lsd)
     frame_positions = sum(frames) + prompt * len(lsd)
