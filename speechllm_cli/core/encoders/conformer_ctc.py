@@ -14,19 +14,17 @@ with the weights as ``tokenizer.model``.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Annotated, Any, Self
 
 import torch
 from pydantic import Field, PositiveInt, model_validator
-from safetensors.torch import load_file, save_file
 
-from speechllm_cli.common.config import StrictModel, validate
-from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.io import atomic_dir
 from speechllm_cli.core.encoders.base import CTCEncoder, EncoderOutput
+from speechllm_cli.core.encoders.saved_folder import load_weights, read_config, write_model
 from speechllm_cli.core.encoders.sentencepiece_units import SentencePieceUnits
 from speechllm_cli.core.features import SpecAugment, SpecAugmentConfig, fbank, normalize, valid_mask
 
@@ -207,22 +205,12 @@ class ConformerCTC(SentencePieceUnits, CTCEncoder):
     def save(self, folder: Path) -> None:
         """``config.json`` + ``model.safetensors`` (+ ``tokenizer.model``), Hugging Face style."""
         with atomic_dir(Path(folder)) as tmp:
-            config = {"model_type": MODEL_TYPE, **self.config.model_dump(mode="json")}
-            (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-            save_file({name: tensor.detach().cpu().contiguous() for name, tensor in self.state_dict().items()},
-                      str(tmp / "model.safetensors"))
+            write_model(tmp, MODEL_TYPE, self.config, self)
             self.save_tokenizer(tmp)
 
     @classmethod
     def load(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> Self:
         folder = Path(folder)
-        config_path = folder / "config.json"
-        if not config_path.is_file():
-            raise SpeechLLMError(f"{folder}: not a saved conformer-ctc encoder (no config.json)")
-        data = json.loads(config_path.read_text(encoding="utf-8"))
-        if data.pop("model_type", None) != MODEL_TYPE:
-            raise SpeechLLMError(f"{config_path}: model_type is not {MODEL_TYPE!r}")
-        config = validate(ConformerCTCConfig, data, str(config_path))
-        model = cls(config, cls.saved_tokenizer(folder))
-        model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(map_location)))
+        model = cls(read_config(folder, MODEL_TYPE, ConformerCTCConfig), cls.saved_tokenizer(folder))
+        load_weights(model, folder, map_location)
         return model.eval()

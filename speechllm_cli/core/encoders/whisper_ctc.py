@@ -15,19 +15,18 @@ the front's outputs once and spend every epoch on the head alone.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any, Self
 
 import torch
 from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
-from safetensors.torch import load_file, save_file
 
-from speechllm_cli.common.config import StrictModel, validate
+from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import atomic_dir
 from speechllm_cli.core.encoders.base import EncoderOutput, FrozenFrontEncoder
 from speechllm_cli.core.encoders.conformer_ctc import ConformerBlock, ConformerCTCConfig
+from speechllm_cli.core.encoders.saved_folder import load_weights, read_config, write_model
 from speechllm_cli.core.encoders.sentencepiece_units import SentencePieceUnits
 from speechllm_cli.core.features import valid_mask
 
@@ -188,11 +187,8 @@ class WhisperCTC(SentencePieceUnits, FrozenFrontEncoder):
     def save(self, folder: Path) -> None:
         """Self-contained: the Whisper encoder's config and weights travel with the head."""
         with atomic_dir(Path(folder)) as tmp:
-            config = {"model_type": MODEL_TYPE, **self.config.model_dump(mode="json")}
-            (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+            write_model(tmp, MODEL_TYPE, self.config, self)
             (tmp / WHISPER_CONFIG_FILE).write_text(self.whisper.config.to_json_string(), encoding="utf-8")
-            save_file({name: tensor.detach().cpu().contiguous() for name, tensor in self.state_dict().items()},
-                      str(tmp / "model.safetensors"))
             self.save_tokenizer(tmp)
 
     @classmethod
@@ -201,15 +197,9 @@ class WhisperCTC(SentencePieceUnits, FrozenFrontEncoder):
         from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
         folder = Path(folder)
-        config_path = folder / "config.json"
-        if not config_path.is_file() or not (folder / WHISPER_CONFIG_FILE).is_file():
-            raise SpeechLLMError(f"{folder}: not a saved whisper-ctc encoder (no config.json / {WHISPER_CONFIG_FILE})")
-        data = json.loads(config_path.read_text(encoding="utf-8"))
-        if data.pop("model_type", None) != MODEL_TYPE:
-            raise SpeechLLMError(f"{config_path}: model_type is not {MODEL_TYPE!r}")
-        config = validate(WhisperCTCConfig, data, str(config_path))
+        config = read_config(folder, MODEL_TYPE, WhisperCTCConfig, WHISPER_CONFIG_FILE)
         whisper_config = WhisperConfig.from_json_file(str(folder / WHISPER_CONFIG_FILE))
         whisper_config._attn_implementation = "eager"
         model = cls(config, WhisperEncoder(whisper_config), cls.saved_tokenizer(folder))
-        model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(map_location)))
+        load_weights(model, folder, map_location)
         return model.eval()
