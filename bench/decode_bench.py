@@ -11,7 +11,7 @@ One run prints three things the decode stage does not:
    frame, from the split's real posteriors: the sequence-length side of TASU's interface.
 
 Everything runs through the project's own decoding path (``split_posteriors``, ``load_trained``,
-``generate_texts``), so the numbers describe what ``speechllm decode`` does. See bench/README.md.
+``speech_texts``), so the numbers describe what ``speechllm decode`` does. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from speechllm_cli.core.llm import target_ids
 from speechllm_cli.core.posteriors import LSDConfig
 from speechllm_cli.core.speech_llm import SpeechLLM
 from speechllm_cli.data.normalize import NormalizerConfig, normalize
-from speechllm_cli.stages.decode import DecodeConfig, generate_texts
+from speechllm_cli.stages.decode import DecodeConfig, speech_texts
 from speechllm_cli.stages.inputs import encoder_dir, load_cuts, load_trained_encoder
 from speechllm_cli.stages.posterior_cache import split_posteriors
 from speechllm_cli.stages.recipe import load_recipe
@@ -56,7 +56,7 @@ class Split:
 
 
 class TokensAsText:
-    """A stand-in tokenizer for ``generate_texts``: each hypothesis comes back as its token ids.
+    """A stand-in tokenizer for ``speech_texts``: each hypothesis comes back as its token ids.
 
     Comparing decoded text could hide two token sequences that detokenize alike (and special tokens are
     skipped); comparing ids cannot.
@@ -132,7 +132,7 @@ def timed_texts(model: SpeechLLM, tokenizer: Any, lsd: list[torch.Tensor], confi
                 context: Context) -> tuple[list[str], float]:
     started = time.perf_counter()
     with torch.no_grad():
-        texts = generate_texts(model, tokenizer, lsd, config, context.track, "decoding")
+        texts = speech_texts(model, tokenizer, lsd, lsd[0].shape[1], config, context.track, "decoding")
     return texts, time.perf_counter() - started
 
 

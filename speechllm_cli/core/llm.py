@@ -186,6 +186,21 @@ def _resolve(config: LLMConfig, cache_dir: Path) -> str:
     return str(target)
 
 
+def _tokenizer(location: str, config: LLMConfig) -> PreTrainedTokenizerBase:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location)
+    except OSError as exc:
+        raise SpeechLLMError(f"llm.model {config.model}: cannot load its tokenizer ({_first_line(exc)})") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_tokenizer(config: LLMConfig, cache_dir: Path) -> PreTrainedTokenizerBase:
+    """The LLM's tokenizer alone, for work that only turns text into token ids."""
+    return _tokenizer(_resolve(config, cache_dir), config)
+
+
 def load_llm(config: LLMConfig, cache_dir: Path) -> tuple[PreTrainedModel | PeftModel, PreTrainedTokenizerBase]:
     """The LLM, frozen and in eval mode (LoRA-wrapped when configured), with its tokenizer.
 
@@ -196,13 +211,11 @@ def load_llm(config: LLMConfig, cache_dir: Path) -> tuple[PreTrainedModel | Peft
     hf_logging.disable_progress_bar()
     location = _resolve(config, cache_dir)
     device, dtype = device_and_dtype()
+    tokenizer = _tokenizer(location, config)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location)
         model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype)
     except OSError as exc:
         raise SpeechLLMError(f"llm.model {config.model}: cannot load ({_first_line(exc)})") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     model.requires_grad_(False)
     model.to(device)
     if config.lora is not None:
@@ -246,7 +259,7 @@ def _without_system_turn(tokenizer: PreTrainedTokenizerBase, user: dict[str, str
     return start + turn
 
 
-def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     """The rendered template already holds every special token it wants, so none are added."""
     return tokenizer(text, add_special_tokens=False).input_ids
 
@@ -269,9 +282,9 @@ def build_prompt(tokenizer: PreTrainedTokenizerBase, instruction: str, system_pr
     if text.count(PLACEHOLDER) != 1:
         raise SpeechLLMError("LLM chat template: it does not keep the user message verbatim")
     before, after = text.split(PLACEHOLDER)
-    prefix = _encode(tokenizer, before)
-    whole = _encode(tokenizer, before + after)
-    suffix = whole[len(prefix):] if whole[: len(prefix)] == prefix else _encode(tokenizer, after)
+    prefix = encode_text(tokenizer, before)
+    whole = encode_text(tokenizer, before + after)
+    suffix = whole[len(prefix):] if whole[: len(prefix)] == prefix else encode_text(tokenizer, after)
     return PromptTemplate(prefix_ids=prefix, suffix_ids=suffix)
 
 
@@ -285,7 +298,7 @@ def end_of_turn_id(tokenizer: PreTrainedTokenizerBase) -> int:
     mark = "speechllm-assistant-reply"
     text = _render(tokenizer, [{"role": "user", "content": "a"}, {"role": "assistant", "content": mark}],
                    generation_prompt=False)
-    tail = _encode(tokenizer, text.split(mark, 1)[1])
+    tail = encode_text(tokenizer, text.split(mark, 1)[1])
     special = {index for index, token in tokenizer.added_tokens_decoder.items() if token.special}
     if tail and tail[0] in special:
         return tail[0]
@@ -296,4 +309,4 @@ def end_of_turn_id(tokenizer: PreTrainedTokenizerBase) -> int:
 
 def target_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     """The training target: ``text`` as the assistant's reply, closed by the end-of-turn token."""
-    return [*_encode(tokenizer, text), end_of_turn_id(tokenizer)]
+    return [*encode_text(tokenizer, text), end_of_turn_id(tokenizer)]

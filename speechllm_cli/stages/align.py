@@ -9,7 +9,6 @@ Two modes share the model, the loop and the loss (cross-entropy on the transcrip
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,9 +25,8 @@ from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, s
 from speechllm_cli.stages.speech_llm_io import build_speech_llm, save_trained, system_dir
 
 if TYPE_CHECKING:
-    import torch
-
     from speechllm_cli.core.encoders import CTCEncoder
+    from speechllm_cli.core.feeds import Example
 
 
 class AlignSystemConfig(StrictModel):
@@ -60,7 +58,8 @@ class AlignConfig(StrictModel):
 
 
 def _text_items(context: Context, sets: list[str], encoder: CTCEncoder, tokenizer: Any,
-                limit: int) -> tuple[list[tuple[Any, list[int]]], int]:
+                limit: int) -> tuple[list[Example], int]:
+    from speechllm_cli.core.feeds import Example
     from speechllm_cli.core.llm import target_ids
 
     items, left_out = [], 0
@@ -68,14 +67,15 @@ def _text_items(context: Context, sets: list[str], encoder: CTCEncoder, tokenize
         for row in load_text_set(context, name):
             units, target = encoder.text_to_ids(row["text"]), target_ids(tokenizer, row["target"])
             if units and len(target) <= limit:
-                items.append((units, target))
+                items.append(Example("cps", units, target))
             else:
                 left_out += 1
     return items, left_out
 
 
 def _paired_items(context: Context, system: AlignSystemConfig, config: AlignConfig, encoder: CTCEncoder,
-                  tokenizer: Any) -> tuple[list[tuple[Any, list[int]]], int]:
+                  tokenizer: Any) -> tuple[list[Example], int]:
+    from speechllm_cli.core.feeds import Example
     from speechllm_cli.core.llm import target_ids
     from speechllm_cli.stages.posterior_cache import split_posteriors
 
@@ -85,38 +85,14 @@ def _paired_items(context: Context, system: AlignSystemConfig, config: AlignConf
     for row in load_text_set(context, system.text_sets[0]):
         entry, target = posteriors.get(row["id"]), target_ids(tokenizer, row["target"])
         if entry is not None and entry["lsd"].shape[0] > 0 and len(target) <= config.max_target_tokens:
-            items.append((entry["lsd"], target))
+            items.append(Example("speech", entry["lsd"], target))
         else:
             left_out += 1
     return items, left_out
 
 
-def _collate_cps(vocab_size: int, cps: CPSConfig) -> Callable[[list[Any], torch.Generator], dict[str, Any]]:
-    """Fresh simulated posteriors every time a text is drawn, from the step's own generator."""
-
-    def collate(batch: list[tuple[list[int], list[int]]], generator: torch.Generator) -> dict[str, Any]:
-        from speechllm_cli.core.posteriors import simulate_posteriors
-
-        posteriors, lengths = simulate_posteriors([u for u, _ in batch], vocab_size, cps, generator)
-        return {"posteriors": posteriors, "lengths": lengths, "targets": [t for _, t in batch]}
-
-    return collate
-
-
-def _collate_paired(batch: list[tuple[torch.Tensor, list[int]]], generator: torch.Generator) -> dict[str, Any]:
-    import torch
-
-    lengths = torch.tensor([p.shape[0] for p, _ in batch])
-    padded = torch.nn.utils.rnn.pad_sequence([p.float() for p, _ in batch], batch_first=True)
-    return {"posteriors": padded, "lengths": lengths, "targets": [t for _, t in batch]}
-
-
-def _loss(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-    speech_llm = getattr(model, "module", model)
-    return speech_llm.loss(speech_llm.embed_posteriors(batch["posteriors"], batch["lengths"]), batch["targets"])
-
-
 def _train_system(context: Context, config: AlignConfig, name: str) -> dict[str, Any]:
+    from speechllm_cli.core import feeds
     from speechllm_cli.core.training import TrainJob, seed_everything, train
 
     system = config.systems[name]
@@ -126,15 +102,14 @@ def _train_system(context: Context, config: AlignConfig, name: str) -> dict[str,
     model, tokenizer = build_speech_llm(context, config, encoder)
     if system.mode == "cps":
         items, left_out = _text_items(context, system.text_sets, encoder, tokenizer, config.max_target_tokens)
-        collate, lengths = _collate_cps(encoder.vocab_size, config.cps), [len(u) for u, _ in items]
     else:
         items, left_out = _paired_items(context, system, config, encoder, tokenizer)
-        collate, lengths = _collate_paired, [p.shape[0] for p, _ in items]
     if not items:
         raise SpeechLLMError(f"align.systems.{name}: no usable training examples")
     del encoder
     folder = system_dir(context, name)
-    report = train(TrainJob(model, items, lengths, collate, _loss, folder), config.train, context.track)
+    job = TrainJob(model, items, [len(e) for e in items], feeds.collate_fn(vocab_size, config.cps), feeds.loss, folder)
+    report = train(job, config.train, context.track)
     save_trained(model, folder, vocab_size, config)
     return {"mode": system.mode, "examples": len(items), "left_out": left_out, "steps": report.steps,
             "resumed_from": report.resumed_from, "first_loss": report.first_loss, "last_loss": report.last_loss,

@@ -59,22 +59,14 @@ def _check_systems(context: Context, config: DecodeConfig) -> None:
         raise SpeechLLMError(f"decode.systems: {unknown[0]!r} is neither 'ctc' nor an align system nor a peer")
 
 
-def generate_texts(model: Any, tokenizer: Any, posteriors: list[torch.Tensor], config: DecodeConfig,
-                   track: Any, description: str) -> list[str]:
-    """LLM hypotheses for LSD posteriors, in batches of similar length (left-padded inside a batch)."""
-    import torch
+def speech_texts(model: Any, tokenizer: Any, posteriors: list[torch.Tensor], vocab_size: int, config: DecodeConfig,
+                 track: Any, description: str) -> list[str]:
+    """LLM hypotheses for LSD posteriors, through the shared generation path."""
+    from speechllm_cli.core.feeds import Example, generate_texts
 
-    order = sorted(range(len(posteriors)), key=lambda i: posteriors[i].shape[0])
-    batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-    texts = [""] * len(posteriors)
-    for batch in track(batches, len(batches), description):
-        chosen = [posteriors[i].float() for i in batch]
-        lengths = torch.tensor([p.shape[0] for p in chosen])
-        padded = torch.nn.utils.rnn.pad_sequence(chosen, batch_first=True)
-        inserted = model.embed_posteriors(padded, lengths)
-        for index, ids in zip(batch, model.generate(inserted, config.generation), strict=True):
-            texts[index] = tokenizer.decode(ids, skip_special_tokens=True).strip()
-    return texts
+    examples = [Example("speech", p, []) for p in posteriors]
+    return generate_texts(model, tokenizer, examples, vocab_size, config.batch_size, config.generation, track,
+                          description)
 
 
 def _peer_hypotheses(context: Context, config: DecodeConfig, system: str, split: str,
@@ -105,8 +97,8 @@ def _speech_llm_hypotheses(context: Context, config: DecodeConfig, system: str, 
     else:
         model, tokenizer = load_trained(context, align, encoder, system)
         with torch.no_grad():
-            hyps = generate_texts(model, tokenizer, [posteriors[i]["lsd"] for i in ids], config,
-                                  context.track, f"decoding {split} with {system}")
+            hyps = speech_texts(model, tokenizer, [posteriors[i]["lsd"] for i in ids], encoder.vocab_size, config,
+                                context.track, f"decoding {split} with {system}")
     seconds = time.time() - started + sum(posteriors[i]["encode_s"] for i in ids)
     return hyps, seconds, sum(posteriors[i]["seconds"] for i in ids)
 
@@ -179,5 +171,6 @@ def transcribe_files(context: Context, files: list[Path], system: str) -> list[t
         compressed, lengths = label_synchronous(output.log_probs.exp(), output.lengths, align.lsd)
         model, tokenizer = load_trained(context, align, encoder, system)
         posteriors = [compressed[i, : int(n)] for i, n in enumerate(lengths)]
-        texts = generate_texts(model, tokenizer, posteriors, config, context.track, "decoding files")
+        texts = speech_texts(model, tokenizer, posteriors, encoder.vocab_size, config, context.track,
+                             "decoding files")
     return list(zip(files, texts, strict=True))

@@ -71,12 +71,17 @@ class StageResult:
     rows: list[list[str]] = field(default_factory=list)
 
 
-def unit_key(unit: Unit) -> str:
-    digest = hashlib.sha256(json.dumps(unit.settings, sort_keys=True, default=str).encode())
-    for path in unit.inputs:
+def settings_key(settings: dict[str, Any], inputs: list[Path]) -> str:
+    """A hash of settings and of the inputs' contents: equal keys mean equal work."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for path in inputs:
         digest.update(str(path).encode())
         digest.update(file_digest(path).encode() if path.exists() else b"missing")
     return digest.hexdigest()
+
+
+def unit_key(unit: Unit) -> str:
+    return settings_key(unit.settings, unit.inputs)
 
 
 def _read_marker(path: Path) -> dict[str, Any] | None:

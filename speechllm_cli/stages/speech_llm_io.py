@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from speechllm_cli.common.cache import cache_root
 from speechllm_cli.stages.runner import Context
@@ -11,7 +11,22 @@ from speechllm_cli.stages.runner import Context
 if TYPE_CHECKING:
     from speechllm_cli.core.encoders import CTCEncoder
     from speechllm_cli.core.speech_llm import SpeechLLM
+    from speechllm_cli.core.llm import LLMConfig
+    from speechllm_cli.core.projector import ProjectorConfig
     from speechllm_cli.stages.align import AlignConfig
+
+
+class ModelSettings(Protocol):
+    """What builds a speech LLM; ``align`` and ``curriculum-finetune`` configs both carry it."""
+
+    @property
+    def llm(self) -> LLMConfig: ...
+
+    @property
+    def projector(self) -> ProjectorConfig: ...
+
+    @property
+    def instruction(self) -> str: ...
 
 
 def llm_cache_dir() -> Path:
@@ -23,7 +38,7 @@ def system_dir(context: Context, system: str) -> Path:
     return context.exp_dir / "align" / system
 
 
-def build_speech_llm(context: Context, config: AlignConfig, encoder: CTCEncoder) -> tuple[SpeechLLM, object]:
+def build_speech_llm(context: Context, config: ModelSettings, encoder: CTCEncoder) -> tuple[SpeechLLM, object]:
     """A fresh speech LLM (frozen LLM, new projector) and the LLM's tokenizer."""
     from speechllm_cli.core.llm import build_prompt, end_of_turn_id, load_llm
     from speechllm_cli.core.projector import UnitLookup, build_projector, unit_text_embeddings
@@ -40,7 +55,7 @@ def build_speech_llm(context: Context, config: AlignConfig, encoder: CTCEncoder)
     return SpeechLLM(llm, projector, prompt, pad), tokenizer
 
 
-def save_trained(model: SpeechLLM, folder: Path, vocab_size: int, config: AlignConfig) -> None:
+def save_trained(model: SpeechLLM, folder: Path, vocab_size: int, config: ModelSettings) -> None:
     from speechllm_cli.core.projector import save_projector
 
     save_projector(model.projector, folder / "projector", vocab_size, model.llm.get_input_embeddings().embedding_dim,
@@ -49,15 +64,19 @@ def save_trained(model: SpeechLLM, folder: Path, vocab_size: int, config: AlignC
         model.llm.save_pretrained(folder / "lora")
 
 
-def load_trained(context: Context, config: AlignConfig, encoder: CTCEncoder, system: str) -> tuple[SpeechLLM, object]:
+def load_weights(model: SpeechLLM, folder: Path, lora: bool) -> None:
+    """Put what :func:`save_trained` wrote in ``folder`` into a freshly built model."""
     from speechllm_cli.core.projector import load_projector
 
-    model, tokenizer = build_speech_llm(context, config, encoder)
-    folder = system_dir(context, system)
     model.projector.load_state_dict(load_projector(folder / "projector").state_dict())
-    if config.llm.lora is not None:
+    if lora:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
         set_peft_model_state_dict(model.llm, load_file(str(folder / "lora" / "adapter_model.safetensors")))
+
+
+def load_trained(context: Context, config: AlignConfig, encoder: CTCEncoder, system: str) -> tuple[SpeechLLM, object]:
+    model, tokenizer = build_speech_llm(context, config, encoder)
+    load_weights(model, system_dir(context, system), config.llm.lora is not None)
     return model.eval(), tokenizer

@@ -1,0 +1,97 @@
+"""What a speech LLM can be fed, and the one path that turns any mix of it into LLM input.
+
+Three kinds of input fill the inserted positions of the prompt:
+- ``text``: LLM token ids of a transcript, embedded by the LLM's own embedding table;
+- ``cps``: unit ids of a transcript, from which posteriors are simulated afresh at every draw (TASU);
+- ``speech``: real label-synchronous posteriors [L, V] of an utterance.
+Training (``align``, ``curriculum-finetune``) and generation (``decode``) both go through :func:`embed`,
+so a batch may mix kinds freely and every stage sees the model the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from speechllm_cli.core.posteriors import CPSConfig, simulate_posteriors
+from speechllm_cli.core.speech_llm import GenerationConfig, SpeechLLM
+
+Kind = Literal["text", "cps", "speech"]
+KINDS: tuple[Kind, ...] = ("text", "cps", "speech")
+Track = Callable[[Any, int, str], Any]
+
+
+@dataclass(frozen=True)
+class Example:
+    kind: Kind
+    source: Any
+    """text: LLM token ids; cps: CTC unit ids; speech: a posterior tensor [L, V]."""
+    target: list[int]
+    """LLM token ids to predict (empty when generating)."""
+
+    def __len__(self) -> int:
+        return int(self.source.shape[0]) if self.kind == "speech" else len(self.source)
+
+
+@dataclass
+class Batch:
+    examples: list[Example]
+    posteriors: dict[int, torch.Tensor]
+    """Batch position -> posteriors [L, V] of the cps and speech examples (CPS drawn at collate time)."""
+
+
+def collate_fn(vocab_size: int, cps: CPSConfig) -> Callable[[list[Example], torch.Generator], Batch]:
+    """Simulated posteriors come from the step's own generator, so a resumed run draws the same ones."""
+
+    def collate(examples: list[Example], generator: torch.Generator) -> Batch:
+        posteriors = {i: e.source.float() for i, e in enumerate(examples) if e.kind == "speech"}
+        simulated = [i for i, e in enumerate(examples) if e.kind == "cps"]
+        if simulated:
+            padded, lengths = simulate_posteriors([examples[i].source for i in simulated], vocab_size, cps, generator)
+            posteriors |= {i: padded[row, : int(lengths[row])] for row, i in enumerate(simulated)}
+        return Batch(examples, posteriors)
+
+    return collate
+
+
+def embed(model: SpeechLLM, batch: Batch) -> list[torch.Tensor]:
+    """One [L_i, d] sequence per example, in batch order: posteriors through the projector, text through
+    the LLM's embeddings."""
+    order = sorted(batch.posteriors)
+    inserted: list[torch.Tensor | None] = [None] * len(batch.examples)
+    if order:
+        chosen = [batch.posteriors[i] for i in order]
+        lengths = torch.tensor([p.shape[0] for p in chosen])
+        padded = torch.nn.utils.rnn.pad_sequence(chosen, batch_first=True)
+        for i, sequence in zip(order, model.embed_posteriors(padded, lengths), strict=True):
+            inserted[i] = sequence
+    texts = [i for i, e in enumerate(batch.examples) if e.kind == "text"]
+    for i, sequence in zip(texts, model.embed_texts([batch.examples[i].source for i in texts]), strict=True):
+        inserted[i] = sequence
+    return [x for x in inserted if x is not None]
+
+
+def loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """Cross-entropy on the targets; ``model`` may be wrapped by Accelerate."""
+    speech_llm = getattr(model, "module", model)
+    return speech_llm.loss(embed(speech_llm, batch), [e.target for e in batch.examples])
+
+
+def generate_texts(model: SpeechLLM, tokenizer: Any, examples: Sequence[Example], vocab_size: int,
+                   batch_size: int, generation: GenerationConfig, track: Track, description: str) -> list[str]:
+    """Hypotheses in input order, decoded in batches of similar length (left-padded inside a batch).
+
+    CPS inputs are drawn from a fixed generator, so decoding simulated input is reproducible."""
+    collate = collate_fn(vocab_size, CPSConfig())
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    texts = [""] * len(examples)
+    with torch.no_grad():
+        for indices in track(batches, len(batches), description):
+            batch = collate([examples[i] for i in indices], torch.Generator().manual_seed(0))
+            for index, ids in zip(indices, model.generate(embed(model, batch), generation), strict=True):
+                texts[index] = tokenizer.decode(ids, skip_special_tokens=True).strip()
+    return texts
