@@ -1,7 +1,9 @@
 """Text-only training sets: JSON lines ``{id, text, target, task, lang, domain}``.
 
 They come from the transcripts of a prepared split, from a text-only corpus written by
-``prepare-data``, or from a plain text file (one sentence a line), all normalised the same way.
+``prepare-data``, or from a plain text file (one sentence a line), all normalised the same way. The
+target is the normalised text for ``asr``; for ``slu`` it is the SLU frame (a JSON string) that rides in
+the source's ``custom.slu`` field, as lhotse keeps task labels.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class TextSetConfig(StrictModel):
     domain: str | None = None
     """Overrides the domain recorded with the source (a plain file has none: default ``text``)."""
     lang: str | None = None
-    task: Literal["asr"] = "asr"
+    task: Literal["asr", "slu"] = "asr"
 
     @model_validator(mode="after")
     def _one_source(self) -> TextSetConfig:
@@ -58,7 +60,7 @@ def _raw_rows(config: TextSetConfig, path: Path) -> Iterator[tuple[str, dict[str
             for sup in cut.supervisions:
                 custom = sup.custom or {}
                 yield f"{path} ({sup.id})", {"id": sup.id, "text": sup.text or "", "lang": sup.language,
-                                             "domain": custom.get("domain")}
+                                             "domain": custom.get("domain"), "custom": custom}
     elif config.corpus is not None:
         for number, line in read_lines(path):
             if line is not None and line.strip():
@@ -83,11 +85,15 @@ def build_text_set(name: str, config: TextSetConfig, data_dir: Path, normalizer:
         else:
             lang = config.lang or raw.get("lang") or "en"
             text = normalize(raw["text"], normalizer, lang)
-            if text:
-                rows.append({"id": raw["id"], "text": text, "target": text, "task": config.task, "lang": lang,
+            target = text if config.task == "asr" else (raw.get("custom") or {}).get("slu")
+            if text and target:
+                rows.append({"id": raw["id"], "text": text, "target": target, "task": config.task, "lang": lang,
                              "domain": config.domain or raw.get("domain") or "text"})
                 continue
-            problem, detail = "empty_transcript", f"{raw['id']!r} is empty after normalisation"
+            if text:
+                problem, detail = "no_slu_label", f"{raw['id']!r} has no SLU frame (custom.slu)"
+            else:
+                problem, detail = "empty_transcript", f"{raw['id']!r} is empty after normalisation"
         if policy is BadInputPolicy.fail:
             raise SpeechLLMError(f"{where}: {detail} [text set {name}; --on-bad-input skip skips and counts these]")
         skipped[problem] += 1

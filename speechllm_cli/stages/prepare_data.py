@@ -8,24 +8,25 @@ from typing import Any
 from pydantic import PositiveInt, model_validator
 
 from speechllm_cli.common.config import StrictModel
+from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import atomic_path, write_jsonl, write_text
 from speechllm_cli.data.manifests import BadInputPolicy, build_cuts
-from speechllm_cli.data.sources import SOURCES, KaldiConfig, LibriSpeechConfig, MiniConfig, Source, TsvConfig
+from speechllm_cli.data.sources import (SOURCES, KaldiConfig, LibriSpeechConfig, MiniConfig, SlurpConfig, Source,
+                                        TsvConfig)
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
 
 
-class PrepareDataConfig(StrictModel):
+class SourceSpec(StrictModel):
     source: str
-    """Which corpus source builds the splits: mini, librispeech, kaldi or tsv."""
-    on_bad_input: BadInputPolicy = BadInputPolicy.fail
-    sample_rate: PositiveInt = 16000
+    """Which corpus source builds the splits: mini, librispeech, slurp, kaldi or tsv."""
     mini: MiniConfig | None = None
     librispeech: LibriSpeechConfig | None = None
+    slurp: SlurpConfig | None = None
     kaldi: KaldiConfig | None = None
     tsv: TsvConfig | None = None
 
     @model_validator(mode="after")
-    def _source_configured(self) -> PrepareDataConfig:
+    def _source_configured(self) -> SourceSpec:
         if self.source not in SOURCES:
             raise ValueError(f"unknown source {self.source!r} (known: {', '.join(SOURCES)})")
         if getattr(self, self.source) is None:
@@ -35,6 +36,14 @@ class PrepareDataConfig(StrictModel):
     @property
     def source_config(self) -> StrictModel:
         return getattr(self, self.source)
+
+
+class PrepareDataConfig(SourceSpec):
+    on_bad_input: BadInputPolicy = BadInputPolicy.fail
+    sample_rate: PositiveInt = 16000
+    extra: list[SourceSpec] = []
+    """More corpora whose splits join the main source's, e.g. an SLU task beside an ASR corpus. Kept apart
+    from the main source so that adding one leaves the existing splits (and all work built on them) as is."""
 
 
 def _prepare_split(context: Context, config: PrepareDataConfig, source: Source, split: str) -> dict[str, Any]:
@@ -55,8 +64,8 @@ def _write_corpus(context: Context, source: Source, name: str) -> dict[str, Any]
     return {"sentences": count}
 
 
-def _units(context: Context, config: PrepareDataConfig, source: Source) -> list[Unit]:
-    settings = {"source": config.source, "config": config.source_config.model_dump(mode="json"),
+def _units(context: Context, config: PrepareDataConfig, spec: SourceSpec, source: Source) -> list[Unit]:
+    settings = {"source": spec.source, "config": spec.source_config.model_dump(mode="json"),
                 "sample_rate": config.sample_rate, "on_bad_input": config.on_bad_input.value}
     data_dir = context.exp_dir / "data"
     units = [Unit(f"data/{split}", data_dir / split, {**settings, "split": split}, source.inputs(split),
@@ -70,10 +79,22 @@ def _skips(stats: dict[str, Any]) -> str:
     return ", ".join(f"{reason}={count}" for reason, count in stats.get("skipped", {}).items()) or "0"
 
 
+def _all_units(context: Context, config: PrepareDataConfig) -> list[Unit]:
+    """Units of the main source and every extra one; two sources may not write the same split."""
+    units: list[Unit] = []
+    for spec in [config, *config.extra]:
+        source = SOURCES[spec.source](spec.source_config, context.exp_dir / "data")
+        units += _units(context, config, spec, source)
+    names = [unit.name for unit in units]
+    clash = next((name for name in names if names.count(name) > 1), None)
+    if clash is not None:
+        raise SpeechLLMError(f"prepare_data: two sources both write {clash} (rename a split or corpus)")
+    return units
+
+
 def run(context: Context) -> StageResult:
     config: PrepareDataConfig = context.section("prepare_data")
-    source = SOURCES[config.source](config.source_config, context.exp_dir / "data")
-    outcomes = run_units(context, _units(context, config, source))
+    outcomes = run_units(context, _all_units(context, config))
     rows, utts, hours, skipped = [], 0, 0.0, 0
     for outcome in outcomes:
         stats = outcome.stats

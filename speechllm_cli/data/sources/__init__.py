@@ -10,13 +10,15 @@ from speechllm_cli.data.sources.base import Source, Track, no_progress
 from speechllm_cli.data.sources.kaldi import KaldiConfig, KaldiSource
 from speechllm_cli.data.sources.librispeech import LibriSpeechConfig, LibriSpeechSource
 from speechllm_cli.data.sources.mini import MiniConfig, MiniSource
+from speechllm_cli.data.sources.slurp import SlurpConfig, SlurpSource
 from speechllm_cli.data.sources.tsv import TsvConfig, TsvSource
 
 SOURCES: dict[str, Callable[[Any, Path], Source]] = {
     "mini": MiniSource,
     "librispeech": LibriSpeechSource,
+    "slurp": SlurpSource,
     "kaldi": KaldiSource,
     "tsv": TsvSource,
 }
 
-__all__ = ["SOURCES", "KaldiConfig", "LibriSpeechConfig", "MiniConfig", "Source", "Track", "TsvConfig", "no_progress"]
+__all__ = ["SOURCES", "KaldiConfig", "LibriSpeechConfig", "MiniConfig", "SlurpConfig", "Source", "Track", "TsvConfig", "no_progress"]

@@ -30,7 +30,8 @@ from speechllm_cli.data.tts import Voice, synthesize
 
 class DomainConfig(StrictModel):
     generator: str
-    """A text generator: kjv (the King James Bible) or commands (assistant commands with SLU frames)."""
+    """A text generator: kjv (the King James Bible), commands or commands-de (assistant commands in English
+    or German with SLU frames)."""
     min_words: PositiveInt = 1
     max_words: PositiveInt = 1000
     lang: str = "en"

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from speechllm_cli.data.text_domains.base import TextItem
 from speechllm_cli.data.text_domains.commands import command_items
+from speechllm_cli.data.text_domains.commands_de import command_items_de
 from speechllm_cli.data.text_domains.kjv import kjv_items
 
 TextGenerator = Callable[[int], list[TextItem]]
@@ -17,6 +18,7 @@ TextGenerator = Callable[[int], list[TextItem]]
 GENERATORS: dict[str, TextGenerator] = {
     "kjv": kjv_items,
     "commands": command_items,
+    "commands-de": command_items_de,
 }
 
 __all__ = ["GENERATORS", "TextGenerator", "TextItem"]

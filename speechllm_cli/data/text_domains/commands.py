@@ -1,19 +1,12 @@
-"""Spoken commands to a home assistant, with SLURP-style frames as targets.
+"""Spoken commands to a home assistant in English, with SLURP-style frames as targets.
 
-A small generative grammar: a template fixes the scenario and action, its slots are entities. The
-frame is ``{"scenario", "action", "entities": [{"type", "filler"}]}``, as SLURP annotates, so the same
-sentences serve as a target text domain for ASR and as an SLU task.
+The same sentences serve as a target text domain for ASR and as an SLU task.
 """
 
 from __future__ import annotations
 
-import json
-import random
-import re
-
 from speechllm_cli.data.text_domains.base import TextItem
-
-POOL_SIZE = 20_000
+from speechllm_cli.data.text_domains.grammar import Grammar, grammar_items
 
 _HOURS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]
 _SLOTS: dict[str, list[str]] = {
@@ -47,7 +40,6 @@ _SLOTS: dict[str, list[str]] = {
 _PREFIXES = ["", "please ", "can you ", "could you please ", "hey ", "i want you to ", "would you "]
 _QUESTION_PREFIXES = ["", "hey ", "tell me ", "can you tell me "]
 
-# (scenario, action, pattern, takes a command prefix)
 _TEMPLATES: list[tuple[str, str, str, bool]] = [
     ("alarm", "set", "set an alarm for {time}", True),
     ("alarm", "set", "wake me up at {time} {date}", True),
@@ -86,31 +78,9 @@ _TEMPLATES: list[tuple[str, str, str, bool]] = [
     ("lists", "query", "what is on my shopping list", False),
     ("lists", "remove", "remove {food} from my shopping list", True),
 ]
-_SLOT = re.compile(r"\{(\w+)\}")
-
-
-def _realise(pattern: str, rng: random.Random) -> tuple[str, list[dict[str, str]]]:
-    entities: list[dict[str, str]] = []
-
-    def fill(match: re.Match[str]) -> str:
-        filler = rng.choice(_SLOTS[match.group(1)])
-        entities.append({"type": match.group(1), "filler": filler})
-        return filler
-
-    return _SLOT.sub(fill, pattern), entities
+ENGLISH = Grammar(_SLOTS, _PREFIXES, _QUESTION_PREFIXES, _TEMPLATES)
 
 
 def command_items(seed: int) -> list[TextItem]:
-    """Up to ``POOL_SIZE`` distinct commands, templates drawn uniformly, fillers at random."""
-    rng = random.Random(seed)
-    seen: dict[str, TextItem] = {}
-    for _ in range(POOL_SIZE * 5):
-        if len(seen) >= POOL_SIZE:
-            break
-        scenario, action, pattern, is_command = rng.choice(_TEMPLATES)
-        body, entities = _realise(pattern, rng)
-        text = rng.choice(_PREFIXES if is_command else _QUESTION_PREFIXES) + body
-        if text not in seen:
-            frame = {"scenario": scenario, "action": action, "entities": entities}
-            seen[text] = TextItem(text, json.dumps(frame, ensure_ascii=False))
-    return list(seen.values())
+    """English commands (see :func:`grammar_items`)."""
+    return grammar_items(ENGLISH, seed)
