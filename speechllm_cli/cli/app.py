@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from collections.abc import Iterable
@@ -154,7 +155,6 @@ def prepare_text(
 _STAGE_HELP = {
     "train-encoder": "Train the CTC acoustic encoder on a recipe's paired speech (or import a pretrained one).",
     "align": "TASU: train the projector on simulated CTC posteriors from text only (frozen LLM).",
-    "curriculum-finetune": "Fine-tune under limited speech: text-only, direct mixing or curriculum schedules.",
     "distill": "SALAD: cross-modal distillation from the text LLM, with active selection.",
     "score": "WER/CER and SLU metrics; writes RESULTS.md.",
 }
@@ -176,6 +176,45 @@ def _register(name: str) -> None:
 
 for _name in _STAGE_HELP:
     _register(_name)
+
+
+@app.command("curriculum-finetune")
+def curriculum_finetune(
+    recipe: RecipeOpt = None,
+    exp_dir: ExpDirOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+    track: Annotated[list[str] | None, typer.Option(
+        "--track", help="Run only this track of curriculum_finetune.tracks (e.g. en, en-de). Repeatable.")] = None,
+    scheme: Annotated[list[str] | None, typer.Option(
+        "--scheme", help="Run only this scheme: text-only, direct-mix, curriculum, tasu-then-speech or a name "
+                         "under curriculum_finetune.schedules. Repeatable.")] = None,
+    budget: Annotated[list[float] | None, typer.Option(
+        "--budget", help="Run only this speech budget (percent of the training utterances). Repeatable.")] = None,
+) -> None:
+    """Fine-tune under limited speech (text-only, direct mixing, curriculum, TASU then speech) and decode the
+    test set with speech and with text input. Without --track/--scheme/--budget, runs the whole sweep."""
+    extra = [f"curriculum_finetune.{key}={json.dumps(values)}"
+             for key, values in (("schemes", scheme), ("budgets", budget)) if values]
+    if track:
+        extra.append(f"curriculum_finetune.tracks={json.dumps(_only_tracks(recipe, set_, track))}")
+    _execute("curriculum-finetune", recipe, exp_dir, set_, force, extra)
+
+
+def _only_tracks(recipe: str | None, sets: list[str] | None, names: list[str]) -> dict[str, object]:
+    """The recipe's tracks narrowed to ``names`` (an unknown name is an error naming it)."""
+    try:
+        config = load_recipe(recipe, sets or []).config.curriculum_finetune
+        if config is None:
+            raise SpeechLLMError("--track: the recipe has no curriculum_finetune section")
+        unknown = [name for name in names if name not in config.tracks]
+        if unknown:
+            raise SpeechLLMError(f"--track {unknown[0]}: not in curriculum_finetune.tracks "
+                                 f"(known: {', '.join(config.tracks)})")
+    except SpeechLLMError as error:
+        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    return {name: config.tracks[name].model_dump(mode="json") for name in names}
 
 
 @app.command("decode")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from speechllm_cli.stages import align, decode, prepare_data, prepare_text, score, train_encoder
+from speechllm_cli.stages import (align, curriculum_finetune, decode, prepare_data, prepare_text, score,
+                                  train_encoder)
 from speechllm_cli.stages.runner import Context, StageResult
 
 STAGES: dict[str, Callable[[Context], StageResult]] = {
@@ -12,6 +13,7 @@ STAGES: dict[str, Callable[[Context], StageResult]] = {
     "prepare-text": prepare_text.run,
     "train-encoder": train_encoder.run,
     "align": align.run,
+    "curriculum-finetune": curriculum_finetune.run,
     "decode": decode.run,
     "score": score.run,
 }
