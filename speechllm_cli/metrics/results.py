@@ -36,8 +36,8 @@ def render_results(title: str, rows: Sequence[ResultRow], metric: str = "wer") -
     rejected rather than one silently winning.
     """
     cells = _cells(rows)
-    systems = _first_seen(row.system for row in rows)
-    test_sets = _first_seen(row.test_set for row in rows)
+    systems = first_seen(row.system for row in rows)
+    test_sets = first_seen(row.test_set for row in rows)
     parts = [
         f"## {title}",
         f"`{metric}` in percent; `{MISSING}` where a system has no score for a test set.",
@@ -58,21 +58,21 @@ def _cells(rows: Sequence[ResultRow]) -> dict[tuple[str, str], ResultRow]:
     return cells
 
 
-def _first_seen(items: Iterable[str]) -> list[str]:
+def first_seen(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
 def _table(systems: list[str], test_sets: list[str], values: dict[tuple[str, str], float | None]) -> str:
     lines = [
-        _table_line(["System", *test_sets]),
-        _table_line(["---", *("---:" for _ in test_sets)], escape=False),
+        table_line(["System", *test_sets]),
+        table_line(["---", *("---:" for _ in test_sets)], escape=False),
     ]
     for system in systems:
-        lines.append(_table_line([system, *(_percent(values.get((system, t))) for t in test_sets)]))
+        lines.append(table_line([system, *(_percent(values.get((system, t))) for t in test_sets)]))
     return "\n".join(lines)
 
 
-def _table_line(cells: Sequence[str], escape: bool = True) -> str:
+def table_line(cells: Sequence[str], escape: bool = True) -> str:
     """A pipe inside a system or test-set name would split the cell, so it is escaped."""
     return "| " + " | ".join(cell.replace("|", "\\|") if escape else cell for cell in cells) + " |"
 
@@ -90,11 +90,11 @@ def _commands(systems: list[str], rows: Sequence[ResultRow]) -> str:
             if row.system == system:
                 by_command.setdefault(row.command, []).append(row.test_set)
         lines.append(f"- {system}")
-        lines += [f"  - {', '.join(sets)}: {_code(command)}" for command, sets in by_command.items()]
+        lines += [f"  - {', '.join(sets)}: {code_span(command)}" for command, sets in by_command.items()]
     return "\n".join(lines)
 
 
-def _code(text: str) -> str:
+def code_span(text: str) -> str:
     """Inline code that survives backticks in the command (a fence longer than any run inside)."""
     if not text:
         return "(command not recorded)"

@@ -1,7 +1,8 @@
-"""``score``: WER/CER of every decoded system x split, error listings, and the recipe's RESULTS.md.
+"""``score``: WER/CER of every decoded system x split, SLU metrics of every fine-tuning run, RESULTS.md.
 
 References and hypotheses go through the recipe's ``prepare_text.normalize`` settings, the same that
-made the training targets, so a WER never counts a casing or punctuation convention as an error.
+made the training targets, so a WER never counts a casing or punctuation convention as an error. SLU
+outputs are parsed as JSON frames; one that does not parse is scored as an empty frame and counted.
 """
 
 from __future__ import annotations
@@ -10,12 +11,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import read_jsonl, write_json, write_text
 from speechllm_cli.data.normalize import NormalizerConfig, normalize
 from speechllm_cli.metrics.asr import score_asr
 from speechllm_cli.metrics.results import ResultRow, render_results
+from speechllm_cli.metrics.slu import score_slu
+from speechllm_cli.metrics.slu_report import SLURow, plot_slu, render_slu
+from speechllm_cli.stages.curriculum_finetune import CurriculumConfig, cells, read_cell
 from speechllm_cli.stages.decode import DecodeConfig, decode_dir
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
+
+SLU_PLOT = "plots/slu_f1_vs_budget.png"
 
 
 def score_dir(context: Context, system: str, split: str) -> Path:
@@ -34,17 +41,13 @@ def _score(context: Context, normalizer: NormalizerConfig, system: str, split: s
     return summary
 
 
-def _results(context: Context, outcomes: list[Any]) -> str:
+def _asr_results(context: Context, outcomes: list[Any]) -> str:
     rows = [ResultRow(o.unit.settings["system"], o.unit.settings["split"], o.stats, o.stats["command"])
             for o in outcomes]
-    header = (f"# Results: {context.config.name}\n\nMade by `{context.command}`; hypotheses by the commands "
-              "listed under each table. Word and character error rates in %, after the recipe's text "
-              "normalisation.\n\n")
-    return header + render_results("WER", rows, "wer") + "\n" + render_results("CER", rows, "cer")
+    return render_results("WER", rows, "wer") + "\n" + render_results("CER", rows, "cer")
 
 
-def run(context: Context) -> StageResult:
-    decode: DecodeConfig = context.section("decode")
+def _score_asr(context: Context, decode: DecodeConfig) -> tuple[list[Any], list[list[str]]]:
     normalizer = context.config.prepare_text.normalize if context.config.prepare_text else NormalizerConfig()
     units = [Unit(f"score/{system}/{split}", score_dir(context, system, split),
                   {"system": system, "split": split, "normalize": normalizer.model_dump(mode="json")},
@@ -52,8 +55,51 @@ def run(context: Context) -> StageResult:
                   lambda s=system, p=split: _score(context, normalizer, s, p))
              for system in decode.systems for split in decode.splits]
     outcomes = run_units(context, units)
-    write_text(context.exp_dir / "RESULTS.md", _results(context, outcomes))
-    rows = [[o.unit.settings["system"], o.unit.settings["split"], f"{100 * o.stats['wer']:.2f}",
-             f"{100 * o.stats['cer']:.2f}", str(o.stats["insertions"]), status(o)] for o in outcomes]
-    summary = f"score: {len(outcomes)} system x split scores -> {context.exp_dir / 'RESULTS.md'}"
-    return StageResult(summary, ["system", "split", "WER %", "CER %", "ins", "status"], rows)
+    rows = [[f"{o.unit.settings['system']} / {o.unit.settings['split']}", f"WER {100 * o.stats['wer']:.2f}",
+             f"CER {100 * o.stats['cer']:.2f}", status(o)] for o in outcomes]
+    return outcomes, rows
+
+
+def _score_slu(context: Context, config: CurriculumConfig) -> tuple[list[SLURow], list[list[str]], int]:
+    """Scores of every cell that has been run; cells not run yet are counted, not guessed."""
+    results, rows, missing = [], [], 0
+    for cell in cells(config):
+        record = read_cell(context, cell)
+        if record is None:
+            missing += 1
+            continue
+        folder = context.exp_dir / record["eval_dir"]
+        scores = {kind: score_slu((r["ref"], r["hyp"]) for r in read_jsonl(folder / f"{kind}.jsonl"))
+                  for kind in ("speech", "text")}
+        write_json(context.exp_dir / "score" / "slu" / cell.track / cell.scheme / f"b{cell.budget:g}.json",
+                   {kind: score.as_dict() for kind, score in scores.items()} | {"cell": record})
+        results.append(SLURow(cell.track, cell.scheme, cell.budget, record["speech_utterances"], scores["speech"],
+                              scores["text"], record["evaluation"]["command"]))
+        rows.append([cell.name, f"SLU-F1 {100 * scores['speech'].slu_f1:.1f}",
+                     f"text {100 * scores['text'].slu_f1:.1f}", f"invalid {scores['speech'].invalid_json}"])
+    return results, rows, missing
+
+
+def run(context: Context) -> StageResult:
+    decode: DecodeConfig | None = context.config.decode
+    curriculum: CurriculumConfig | None = context.config.curriculum_finetune
+    if decode is None and curriculum is None:
+        raise SpeechLLMError(f"recipe {context.config.name!r} has neither a decode nor a curriculum_finetune section")
+    header = (f"# Results: {context.config.name}\n\nMade by `{context.command}`; outputs by the commands "
+              "listed under each table. Error rates and scores in %; ASR after the recipe's text normalisation.\n\n")
+    sections, rows, parts = [], [], []
+    if decode is not None:
+        outcomes, asr_rows = _score_asr(context, decode)
+        sections.append(_asr_results(context, outcomes))
+        rows += asr_rows
+        parts.append(f"{len(outcomes)} system x split scores")
+    if curriculum is not None:
+        slu, slu_rows, missing = _score_slu(context, curriculum)
+        rows += slu_rows
+        if slu:
+            plot_slu(slu, context.exp_dir / SLU_PLOT)
+            sections.append(render_slu(slu, SLU_PLOT))
+        parts.append(f"{len(slu)} SLU runs" + (f" ({missing} cells not run yet)" if missing else ""))
+    write_text(context.exp_dir / "RESULTS.md", header + "\n".join(sections))
+    summary = f"score: {', '.join(parts)} -> {context.exp_dir / 'RESULTS.md'}"
+    return StageResult(summary, ["output", "score", "", "status"], rows)
