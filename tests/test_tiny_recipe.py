@@ -84,8 +84,8 @@ def test_rerun_skips_finished_stages(tiny) -> None:
     before = {m: m.stat().st_mtime_ns for m in markers}
     result = _run(exp.parent.parent)
     assert result.returncode == 0, result.stderr
-    assert "prepare-data: 7 outputs (7 up to date)" in result.stdout
-    assert result.stdout.count("up to date") >= 7 + 5 + 1 + 2 + 12 + 12
+    assert "prepare-data: 11 outputs (11 up to date)" in result.stdout
+    assert result.stdout.count("up to date") >= 11 + 9 + 1 + 2 + 12 + 24 + 12
     assert " done " not in result.stdout
     assert {m: m.stat().st_mtime_ns for m in markers} == before
 
@@ -228,3 +228,133 @@ def test_changed_config_reruns_only_what_depends_on_it(tiny) -> None:
     assert forced.returncode == 0 and "up to date" not in forced.stdout
     train = json.loads((exp / "text/train.jsonl").read_text().splitlines()[0])
     assert train["text"] == train["text"].lower()
+
+
+def _cell(exp: Path, track: str, scheme: str, budget: int) -> dict:
+    return json.loads((exp / "curriculum" / track / scheme / f"b{budget}" / "cell.json").read_text())
+
+
+def _weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return {**load_file(str(folder / "projector/model.safetensors")),
+            **load_file(str(folder / "lora/adapter_model.safetensors"))}
+
+
+def _changed(a: dict, b: dict, part: str) -> bool:
+    names = [n for n in a if (part == "lora") == ("lora" in n)]
+    assert names
+    return any((a[n] - b[n]).abs().max() > 0 for n in names)
+
+
+def test_each_preset_trains_what_it_names_and_decodes_both_inputs(tiny) -> None:
+    exp, _ = tiny
+    tasu = _weights(exp / "align/tasu")
+    expected = {"text-only": [(["text"], ["lora"])],
+                "direct-mix": [(["text", "speech"], ["projector", "lora"])],
+                "curriculum": [(["text"], ["lora"]), (["text", "speech"], ["projector", "lora"])],
+                "tasu-then-speech": [(["cps"], ["projector", "lora"]), (["speech"], ["projector", "lora"])]}
+    for scheme, phases in expected.items():
+        record = _cell(exp, "en", scheme, 100)
+        assert [(sorted(p["inputs"]), p["train"]) for p in record["phases"]] == [
+            (sorted(inputs), parts) for inputs, parts in phases], scheme
+        first = _weights(exp / "curriculum/phases" / record["phases"][0]["key"])
+        assert _changed(first, tasu, "lora")
+        assert _changed(first, tasu, "projector") == ("projector" in phases[0][1]), scheme
+        final = exp / record["eval_dir"]
+        for kind in ("speech", "text"):
+            rows = [json.loads(line) for line in (final / f"{kind}.jsonl").read_text().splitlines()]
+            assert len(rows) == 4 and all(json.loads(r["ref"])["scenario"] for r in rows)
+    scored = json.loads((exp / "score/slu/en/curriculum/b100.json").read_text())
+    hyps = [json.loads(line)["hyp"] for line in (exp / _cell(exp, "en", "curriculum", 100)["eval_dir"] /
+                                                 "speech.jsonl").read_text().splitlines()]
+    unparsable = 0
+    for hyp in hyps:
+        try:
+            unparsable += not isinstance(json.loads(hyp), dict)
+        except ValueError:
+            unparsable += 1
+    assert scored["speech"]["invalid_json"] == unparsable and scored["speech"]["utterances"] == 4
+
+
+def test_speech_budgets_and_shared_phases(tiny) -> None:
+    from speechllm_cli.data.budget import speech_subset
+
+    exp, _ = tiny
+    ids = [json.loads(line)["id"] for line in (exp / "text/slu_train.jsonl").read_text().splitlines()]
+    for budget, count in ((0, 0), (25, 5), (100, 20)):
+        records = [_cell(exp, "en", scheme, budget) for scheme in ("direct-mix", "curriculum", "tasu-then-speech")]
+        assert all(r["budget_utterances"] == count and r["budget_pool"] == 20 for r in records)
+        assert all(r["budget_ids"] == speech_subset(ids, budget, 0) for r in records)
+        german = _cell(exp, "en-de", "direct-mix", budget)
+        assert german["target_speech"] == 4 and german["speech_utterances"] == count + 4
+        assert german["phases"][0]["examples"] == {"text": 20, "speech": count + 4}
+    keys = {budget: [p["key"] for p in _cell(exp, "en", "curriculum", budget)["phases"]] for budget in (0, 25, 100)}
+    assert keys[0][0] == keys[25][0] == keys[100][0] and len({k[1] for k in keys.values()}) == 3
+    text_only = {_cell(exp, "en", "text-only", b)["phases"][0]["key"] for b in (0, 25, 100)}
+    assert text_only == {_cell(exp, "en", "direct-mix", 0)["phases"][0]["key"]}
+    assert [len(_cell(exp, "en", "tasu-then-speech", b)["phases"]) for b in (0, 25)] == [1, 2]
+
+
+def test_slu_results_table_and_plot(tiny) -> None:
+    exp, result = tiny
+    results = (exp / "RESULTS.md").read_text()
+    assert "## SLU" in results and "### Track en-de" in results and "curriculum-finetune --recipe" in results
+    assert results.count("| tasu-then-speech |") == 6
+    assert (exp / "plots/slu_f1_vs_budget.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "24 SLU runs" in result.stdout
+    work = exp.parent.parent
+    wider = _run(work, "--stage", "7", "--set", "curriculum_finetune.budgets=[0, 25, 50, 100]")
+    assert wider.returncode == 0 and "(8 cells not run yet)" in wider.stdout
+
+
+def _curriculum_args(exp_dir: Path) -> list[str]:
+    """One cell (en, curriculum, 100 %) with longer phases and frequent checkpoints."""
+    return [str(SPEECHLLM), "curriculum-finetune", "--recipe", "tiny", "--exp-dir", str(exp_dir), "--track", "en",
+            "--scheme", "curriculum", "--budget", "100", "--set", "curriculum_finetune.epochs=4",
+            "--set", "curriculum_finetune.train.checkpoint_every=2"]
+
+
+def _curriculum(exp_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(_curriculum_args(exp_dir), capture_output=True, text=True, check=False)
+
+
+def _copy_aligned(exp: Path, target: Path) -> Path:
+    _copy_prepared(exp, target)
+    shutil.copytree(exp / "align", target / "align")
+    return target
+
+
+def test_killed_curriculum_resumes_mid_phase_to_the_uninterrupted_result(tiny, tmp_path: Path) -> None:
+    exp, _ = tiny
+    reference = _copy_aligned(exp, tmp_path / "reference")
+    done = _curriculum(reference)
+    assert done.returncode == 0, done.stderr
+    assert "1 cells" in done.stdout
+    killed = _copy_aligned(exp, tmp_path / "killed")
+    process = subprocess.Popen(_curriculum_args(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    second: Path | None = None
+    while time.time() < deadline and process.poll() is None and second is None:
+        for log in (killed / "curriculum/phases").glob("*/train_log.jsonl"):
+            finished = list((killed / "curriculum/phases").glob("*/.done"))
+            steps = [json.loads(line)["step"] for line in log.read_text().splitlines() if line.strip()]
+            if finished and not (log.parent / ".done").exists() and steps and max(steps) >= 4:
+                second = log.parent
+        time.sleep(0.05)
+    assert process.poll() is None and second is not None, "the run finished before its second phase was killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed = _curriculum(killed)
+    assert resumed.returncode == 0, resumed.stderr
+    record = _cell(killed, "en", "curriculum", 100)
+    assert record["phases"][0]["status"] == "up to date"
+    assert 2 <= record["phases"][1]["resumed_from"] < record["phases"][1]["steps"]
+    ours = _weights(killed / "curriculum/phases" / record["phases"][1]["key"])
+    theirs = _weights(reference / "curriculum/phases" / record["phases"][1]["key"])
+    assert ours.keys() == theirs.keys()
+    for name, tensor in ours.items():
+        assert (tensor - theirs[name]).abs().max() < 1e-5, name
+    theirs_hyps = (reference / _cell(reference, "en", "curriculum", 100)["eval_dir"] / "speech.jsonl").read_text()
+    assert (killed / record["eval_dir"] / "speech.jsonl").read_text() == theirs_hyps
+

@@ -32,4 +32,5 @@ step 2 prepare-text
 step 3 train-encoder
 step 4 align
 step 5 decode
-step 6 score
+step 6 curriculum-finetune
+step 7 score
