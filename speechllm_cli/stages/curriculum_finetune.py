@@ -159,26 +159,28 @@ class Pools:
         lsd = context.section("align").lsd
         self.seed = config.train.seed
         self.left_out = 0
+        loaded: dict[str, tuple[list[dict[str, Any]], dict[str, list[int]]]] = {}
 
-        def usable(rows: list[dict[str, Any]]) -> dict[str, list[int]]:
-            """Row id -> target ids, leaving out (and counting) targets over the length limit."""
-            targets = {row["id"]: target_ids(tokenizer, row["target"]) for row in rows}
-            kept = {i: t for i, t in targets.items() if len(t) <= config.max_target_tokens}
-            self.left_out += len(targets) - len(kept)
-            return kept
+        def load(name: str) -> tuple[list[dict[str, Any]], dict[str, list[int]]]:
+            """Rows of a text set and their target ids, over-long targets left out (counted once per set)."""
+            if name not in loaded:
+                rows = load_text_set(context, name)
+                targets = {row["id"]: target_ids(tokenizer, row["target"]) for row in rows}
+                kept = {i: t for i, t in targets.items() if len(t) <= config.max_target_tokens}
+                self.left_out += len(targets) - len(kept)
+                loaded[name] = ([row for row in rows if row["id"] in kept], kept)
+            return loaded[name]
 
-        text_rows = load_text_set(context, spec.text)
-        targets = usable(text_rows)
-        rows = [row for row in text_rows if row["id"] in targets]
+        rows, targets = load(spec.text)
         self.text = [Example("text", encode_text(tokenizer, row["text"]), targets[row["id"]]) for row in rows]
         self.cps = [Example("cps", units, targets[row["id"]]) for row in rows
                     if (units := encoder.text_to_ids(row["text"]))]
-        speech_rows = load_text_set(context, spec.speech)
-        speech_targets = usable(speech_rows)
+        speech_rows, speech_targets = load(spec.speech)
         posteriors = split_posteriors(context, encoder, _split_of(context, spec.speech, f"{key}.speech"), lsd)
         self.speech_pool = {row["id"]: Example("speech", posteriors[row["id"]]["lsd"], speech_targets[row["id"]])
-                            for row in speech_rows if row["id"] in speech_targets and row["id"] in posteriors
-                            and posteriors[row["id"]]["lsd"].shape[0]}
+                            for row in speech_rows if row["id"] in posteriors and posteriors[row["id"]]["lsd"].shape[0]}
+        self.without_speech = len(speech_rows) - len(self.speech_pool)
+        """Utterances of the speech set with no posteriors or an empty LSD sequence: counted, not sampled."""
         self.target_speech: list[Example] = []
         if spec.target_speech:
             own = split_posteriors(context, encoder, _split_of(context, spec.text, f"{key}.text"), lsd)
@@ -239,6 +241,11 @@ def _plan(context: Context, config: CurriculumConfig, spec: ModelSpec, cell: Cel
     track = config.tracks[cell.track]
     inputs = _digests(context, (text_set_path(context, track.text), text_set_path(context, track.speech),
                                 encoder_dir(context)))
+    shared = {"inputs": inputs, "warmup_ratio": config.warmup_ratio, "max_target_tokens": config.max_target_tokens,
+              "model": {"llm": spec.llm.model_dump(mode="json"), "projector": spec.projector.model_dump(mode="json"),
+                        "instruction": spec.instruction},
+              "train": config.train.model_dump(mode="json"),
+              "cps": context.section("align").cps.model_dump(mode="json")}
     previous = system_dir(context, config.init) if config.init is not None else None
     chain = "scratch"
     if previous is not None:
@@ -254,14 +261,11 @@ def _plan(context: Context, config: CurriculumConfig, spec: ModelSpec, cell: Cel
                                  "but the LLM has no lora settings (align.llm.lora)")
         pools_used = {kind: (speech_ids, track.speech, track.target_speech) if kind == "speech" else track.text
                       for kind in effective.inputs}
-        settings = {"previous": chain, "inputs": inputs, "phase": effective.model_dump(mode="json"), "pools": pools_used,
-                    "model": {"llm": spec.llm.model_dump(mode="json"), "projector": spec.projector.model_dump(mode="json"),
-                              "instruction": spec.instruction},
-                    "train": config.train.model_dump(mode="json"), "warmup_ratio": config.warmup_ratio,
-                    "max_target_tokens": config.max_target_tokens, "cps": context.section("align").cps.model_dump(mode="json")}
+        settings = {"previous": chain, "phase": effective.model_dump(mode="json"), "pools": pools_used, **shared}
         chain = settings_key(settings, [])
         folder = curriculum_dir(context) / "phases" / chain[:16]
-        counts = {kind: len(_draw(by_kind[kind], weight, config.train.seed)) for kind, weight in effective.inputs.items()}
+        counts = {kind: len(_draw(by_kind[kind], weight, config.train.seed))
+                  for kind, weight in effective.inputs.items()}
         plans.append(PhasePlan(effective, chain, folder, previous, counts))
         previous = folder
     if not plans:
@@ -359,15 +363,16 @@ class Runner:
                       lambda p=p: self.train_phase(cell, p)) for i, p in enumerate(plans)]
         final = plans[-1]
         eval_dir = final.folder / "eval" / track.test
+        generation = self.config.generation.model_dump(mode="json")
         units.append(Unit(f"{cell.name} eval", eval_dir,
-                          {"key": final.key, "test": track.test, "generation": self.config.generation.model_dump(mode="json")},
-                          [text_set_path(self.context, track.test)], lambda: self.evaluate(cell, final, eval_dir)))
+                          {"key": final.key, "test": track.test, "generation": generation}, [text_set_path(self.context, track.test)], lambda: self.evaluate(cell, final, eval_dir)))
         outcomes = run_units(self.context, units)
         uses_speech = any("speech" in p.phase.inputs for p in plans)
         record = {"cell": cell.name, "track": cell.track, "scheme": cell.scheme, "budget": cell.budget,
                   "speech_utterances": len(speech) if uses_speech else 0, "budget_utterances": len(kept),
                   "budget_pool": len(pools.speech_pool), "target_speech": len(pools.target_speech),
-                  "budget_ids": kept, "left_out": pools.left_out, "eval_dir": str(eval_dir.relative_to(self.context.exp_dir)),
+                  "budget_ids": kept, "left_out": pools.left_out, "without_speech": pools.without_speech,
+                  "eval_dir": str(eval_dir.relative_to(self.context.exp_dir)),
                   "phases": [{"key": p.key[:16], "inputs": p.phase.inputs, "train": p.phase.train,
                               "epochs": p.phase.epochs, "lr": p.phase.lr, **o.stats, "status": status(o)}
                              for p, o in zip(plans, outcomes, strict=False)],

@@ -41,7 +41,7 @@ def _score(context: Context, normalizer: NormalizerConfig, system: str, split: s
     return summary
 
 
-def _asr_results(context: Context, outcomes: list[Any]) -> str:
+def _asr_results(outcomes: list[Any]) -> str:
     rows = [ResultRow(o.unit.settings["system"], o.unit.settings["split"], o.stats, o.stats["command"])
             for o in outcomes]
     return render_results("WER", rows, "wer") + "\n" + render_results("CER", rows, "cer")
@@ -90,7 +90,7 @@ def run(context: Context) -> StageResult:
     sections, rows, parts = [], [], []
     if decode is not None:
         outcomes, asr_rows = _score_asr(context, decode)
-        sections.append(_asr_results(context, outcomes))
+        sections.append(_asr_results(outcomes))
         rows += asr_rows
         parts.append(f"{len(outcomes)} system x split scores")
     if curriculum is not None:
