@@ -365,7 +365,8 @@ class Runner:
         eval_dir = final.folder / "eval" / track.test
         generation = self.config.generation.model_dump(mode="json")
         units.append(Unit(f"{cell.name} eval", eval_dir,
-                          {"key": final.key, "test": track.test, "generation": generation}, [text_set_path(self.context, track.test)], lambda: self.evaluate(cell, final, eval_dir)))
+                          {"key": final.key, "test": track.test, "generation": generation},
+                          [text_set_path(self.context, track.test)], lambda: self.evaluate(cell, final, eval_dir)))
         outcomes = run_units(self.context, units)
         uses_speech = any("speech" in p.phase.inputs for p in plans)
         record = {"cell": cell.name, "track": cell.track, "scheme": cell.scheme, "budget": cell.budget,
