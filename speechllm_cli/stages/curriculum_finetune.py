@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,9 +193,6 @@ class Pools:
         kept = speech_subset(list(self.speech_pool), budget, self.seed)
         return [self.speech_pool[i] for i in kept] + self.target_speech, kept
 
-    def for_phase(self, budget: float) -> dict[str, list[Example]]:
-        return {"text": self.text, "cps": self.cps, "speech": self.speech(budget)[0]}
-
 
 def _draw(pool: list[Example], copies: float, seed: int) -> list[Example]:
     """``copies`` x the pool: whole repeats, then a reproducible fraction of it."""
@@ -219,7 +217,12 @@ class PhasePlan:
     folder: Path
     previous: Path | None
     """Where the starting weights come from: the previous phase's folder or the init system's."""
-    counts: dict[str, int]
+    examples: list[Example]
+    """The phase's examples for one epoch, drawn once from the pools by its mixture."""
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(e.kind for e in self.examples))
 
 
 @functools.cache
@@ -233,10 +236,9 @@ def _digests(context: Context, paths: Iterable[Path]) -> dict[str, str]:
     return {str(path.relative_to(context.exp_dir)): _digest(path) for path in paths}
 
 
-def _plan(context: Context, config: CurriculumConfig, spec: ModelSpec, cell: Cell, pools: Pools,
-          speech_ids: list[str]) -> list[PhasePlan]:
+def _plan(context: Context, config: CurriculumConfig, spec: ModelSpec, cell: Cell,
+          by_kind: dict[str, list[Example]], speech_ids: list[str]) -> list[PhasePlan]:
     schedule = config.schedules.get(cell.scheme) or PRESETS[cell.scheme](config.epochs, config.lr)
-    by_kind = pools.for_phase(cell.budget)
     available = {kind: len(pool) for kind, pool in by_kind.items()}
     track = config.tracks[cell.track]
     inputs = _digests(context, (text_set_path(context, track.text), text_set_path(context, track.speech),
@@ -264,9 +266,9 @@ def _plan(context: Context, config: CurriculumConfig, spec: ModelSpec, cell: Cel
         settings = {"previous": chain, "phase": effective.model_dump(mode="json"), "pools": pools_used, **shared}
         chain = settings_key(settings, [])
         folder = curriculum_dir(context) / "phases" / chain[:16]
-        counts = {kind: len(_draw(by_kind[kind], weight, config.train.seed))
-                  for kind, weight in effective.inputs.items()}
-        plans.append(PhasePlan(effective, chain, folder, previous, counts))
+        examples = [e for kind, weight in effective.inputs.items()
+                    for e in _draw(by_kind[kind], weight, config.train.seed)]
+        plans.append(PhasePlan(effective, chain, folder, previous, examples))
         previous = folder
     if not plans:
         raise SpeechLLMError(f"curriculum-finetune {cell.name}: no phase of the schedule has examples to train on")
@@ -305,7 +307,7 @@ class Runner:
             self._pools[track] = Pools(self.context, self.config, track, self.encoder, tokenizer)
         return self._pools[track]
 
-    def train_phase(self, cell: Cell, plan: PhasePlan) -> dict[str, Any]:
+    def train_phase(self, plan: PhasePlan) -> dict[str, Any]:
         from speechllm_cli.core import feeds
         from speechllm_cli.core.training import TrainJob, seed_everything, train
         from speechllm_cli.stages.speech_llm_io import save_trained
@@ -313,9 +315,7 @@ class Runner:
         seed_everything(self.config.train.seed)
         model, _ = self._model(plan.previous)
         _set_trainable(model, plan.phase.train)
-        by_kind = self.pools(cell.track).for_phase(cell.budget)
-        examples = [e for kind, weight in plan.phase.inputs.items()
-                    for e in _draw(by_kind[kind], weight, self.config.train.seed)]
+        examples = plan.examples
         steps = max(1, math.ceil(plan.phase.epochs * len(examples) / self.config.train.batch_size))
         train_config = self.config.train.model_copy(update={
             "steps": steps, "lr": plan.phase.lr, "warmup_steps": max(1, round(self.config.warmup_ratio * steps))})
@@ -357,10 +357,11 @@ class Runner:
     def run_cell(self, cell: Cell) -> dict[str, Any]:
         pools = self.pools(cell.track)
         speech, kept = pools.speech(cell.budget)
-        plans = _plan(self.context, self.config, self.spec, cell, pools, kept)
+        by_kind = {"text": pools.text, "cps": pools.cps, "speech": speech}
+        plans = _plan(self.context, self.config, self.spec, cell, by_kind, kept)
         track = self.config.tracks[cell.track]
         units = [Unit(f"{cell.name} phase {i + 1}", p.folder, {"key": p.key}, [],
-                      lambda p=p: self.train_phase(cell, p)) for i, p in enumerate(plans)]
+                      lambda p=p: self.train_phase(p)) for i, p in enumerate(plans)]
         final = plans[-1]
         eval_dir = final.folder / "eval" / track.test
         generation = self.config.generation.model_dump(mode="json")
