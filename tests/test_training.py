@@ -30,7 +30,7 @@ def _job(out_dir: Path, crash_at: int | None = None) -> TrainJob:
     items = [(x, float(x.sum())) for x in xs]
     calls = {"n": 0}
 
-    def collate(batch, generator):  # noqa: ANN001, ANN202
+    def collate(batch, generator, progress):  # noqa: ANN001, ANN202
         noise = torch.randn(len(batch), 1, generator=generator) * 0.01
         return torch.stack([x for x, _ in batch]), torch.tensor([[y] for _, y in batch]) + noise
 

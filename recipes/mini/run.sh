@@ -30,7 +30,8 @@ step() {
 step 1 prepare-data
 step 2 prepare-text
 step 3 train-encoder
-step 4 align
-step 5 decode
-step 6 curriculum-finetune
-step 7 score
+step 4 calibrate
+step 5 align
+step 6 decode
+step 7 curriculum-finetune
+step 8 score

@@ -154,6 +154,8 @@ def prepare_text(
 
 _STAGE_HELP = {
     "train-encoder": "Train the CTC acoustic encoder on a recipe's paired speech (or import a pretrained one).",
+    "calibrate": "Measure the encoder's errors and frame shapes on a paired dev split (for calibrated simulation) "
+                 "and report simulated against real posteriors.",
     "align": "TASU: train the projector on simulated CTC posteriors from text only (frozen LLM).",
     "distill": "SALAD: cross-modal distillation from the text LLM, with active selection.",
     "score": "WER/CER and SLU metrics; writes RESULTS.md.",

@@ -2,7 +2,8 @@
 
 Three kinds of input fill the inserted positions of the prompt:
 - ``text``: LLM token ids of a transcript, embedded by the LLM's own embedding table;
-- ``cps``: unit ids of a transcript, from which posteriors are simulated afresh at every draw (TASU);
+- ``cps``: unit ids of a transcript, from which posteriors are simulated afresh at every draw, by TASU's
+  CPS or by a simulation calibrated to the encoder (a :data:`Simulate` function);
 - ``speech``: real label-synchronous posteriors [L, V] of an utterance.
 Training (``align``, ``curriculum-finetune``) and generation (``decode``) both go through :func:`embed`,
 so a batch may mix kinds freely and every stage sees the model the same way.
@@ -22,6 +23,8 @@ from speechllm_cli.core.speech_llm import GenerationConfig, SpeechLLM
 Kind = Literal["text", "cps", "speech"]
 KINDS: tuple[Kind, ...] = ("text", "cps", "speech")
 Track = Callable[[Any, int, str], Any]
+Simulate = Callable[[list[list[int]], torch.Generator, float], tuple[torch.Tensor, torch.Tensor]]
+"""Unit ids, the step's generator and the training progress (0..1) -> padded posteriors [B, L, V], lengths."""
 
 
 @dataclass(frozen=True)
@@ -43,14 +46,19 @@ class Batch:
     """Batch position -> posteriors [L, V] of the cps and speech examples (CPS drawn at collate time)."""
 
 
-def collate_fn(vocab_size: int, cps: CPSConfig) -> Callable[[list[Example], torch.Generator], Batch]:
+def tasu_cps(vocab_size: int, config: CPSConfig) -> Simulate:
+    """TASU's simulation: the same at every point of training."""
+    return lambda ids, generator, progress: simulate_posteriors(ids, vocab_size, config, generator)
+
+
+def collate_fn(simulate: Simulate) -> Callable[[list[Example], torch.Generator, float], Batch]:
     """Simulated posteriors come from the step's own generator, so a resumed run draws the same ones."""
 
-    def collate(examples: list[Example], generator: torch.Generator) -> Batch:
+    def collate(examples: list[Example], generator: torch.Generator, progress: float) -> Batch:
         posteriors = {i: e.source.float() for i, e in enumerate(examples) if e.kind == "speech"}
         simulated = [i for i, e in enumerate(examples) if e.kind == "cps"]
         if simulated:
-            padded, lengths = simulate_posteriors([examples[i].source for i in simulated], vocab_size, cps, generator)
+            padded, lengths = simulate([examples[i].source for i in simulated], generator, progress)
             posteriors |= {i: padded[row, : int(lengths[row])] for row, i in enumerate(simulated)}
         return Batch(examples, posteriors)
 
@@ -85,13 +93,13 @@ def generate_texts(model: SpeechLLM, tokenizer: Any, examples: Sequence[Example]
     """Hypotheses in input order, decoded in batches of similar length (left-padded inside a batch).
 
     CPS inputs are drawn from a fixed generator, so decoding simulated input is reproducible."""
-    collate = collate_fn(vocab_size, CPSConfig())
+    collate = collate_fn(tasu_cps(vocab_size, CPSConfig()))
     order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     texts = [""] * len(examples)
     with torch.no_grad():
         for indices in track(batches, len(batches), description):
-            batch = collate([examples[i] for i in indices], torch.Generator().manual_seed(0))
+            batch = collate([examples[i] for i in indices], torch.Generator().manual_seed(0), 1.0)
             for index, ids in zip(indices, model.generate(embed(model, batch), generation), strict=True):
                 texts[index] = tokenizer.decode(ids, skip_special_tokens=True).strip()
     return texts

@@ -39,7 +39,8 @@ class TrainJob:
     items: Sequence[Any]
     lengths: Sequence[int]
     """A size per item (frames, tokens) used to group similar lengths into a batch."""
-    collate: Callable[[list[Any], torch.Generator], Any]
+    collate: Callable[[list[Any], torch.Generator, float], Any]
+    """Items, the step's generator and the training progress (step / steps, for schedules) -> a batch."""
     loss: Callable[[torch.nn.Module, Any], torch.Tensor]
     out_dir: Path
 
@@ -177,7 +178,8 @@ def train(job: TrainJob, config: TrainConfig, track: Track) -> TrainReport:
         total = 0.0
         for micro in range(config.grad_accum):
             indices = cursor.next()[accelerator.process_index::accelerator.num_processes]
-            batch = job.collate([job.items[i] for i in indices], step_generator(config.seed, step * 1000 + micro))
+            batch = job.collate([job.items[i] for i in indices], step_generator(config.seed, step * 1000 + micro),
+                                step / config.steps)
             with accelerator.autocast():
                 loss = job.loss(model, batch) / config.grad_accum
             accelerator.backward(loss)

@@ -28,8 +28,11 @@ class ResultRow:
     command: str
 
 
-def render_results(title: str, rows: Sequence[ResultRow], metric: str = "wer") -> str:
+def render_results(title: str, rows: Sequence[ResultRow], metric: str = "wer",
+                   extra: tuple[str, dict[str, str]] | None = None) -> str:
     """Markdown: a systems x test-sets table of ``metric`` in percent, then each system's commands.
+
+    ``extra`` adds one last column (title, system -> text), e.g. what a system cost to train.
 
     Systems and test sets keep their first-seen order, so a rerun renders the same text and diffs of
     ``RESULTS.md`` show only real changes. Two rows for the same system and test set are ambiguous and
@@ -41,7 +44,7 @@ def render_results(title: str, rows: Sequence[ResultRow], metric: str = "wer") -
     parts = [
         f"## {title}",
         f"`{metric}` in percent; `{MISSING}` where a system has no score for a test set.",
-        _table(systems, test_sets, {key: row.metrics.get(metric) for key, row in cells.items()}),
+        _table(systems, test_sets, {key: row.metrics.get(metric) for key, row in cells.items()}, extra),
         "### Commands",
         _commands(systems, rows),
     ]
@@ -62,13 +65,18 @@ def first_seen(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def _table(systems: list[str], test_sets: list[str], values: dict[tuple[str, str], float | None]) -> str:
+def _table(systems: list[str], test_sets: list[str], values: dict[tuple[str, str], float | None],
+           extra: tuple[str, dict[str, str]] | None = None) -> str:
+    titles = [extra[0]] if extra else []
     lines = [
-        table_line(["System", *test_sets]),
-        table_line(["---", *("---:" for _ in test_sets)], escape=False),
+        table_line(["System", *test_sets, *titles]),
+        table_line(["---", *("---:" for _ in [*test_sets, *titles])], escape=False),
     ]
     for system in systems:
-        lines.append(table_line([system, *(_percent(values.get((system, t))) for t in test_sets)]))
+        cells = [_percent(values.get((system, t))) for t in test_sets]
+        if extra:
+            cells.append(extra[1].get(system, MISSING))
+        lines.append(table_line([system, *cells]))
     return "\n".join(lines)
 
 

@@ -1,8 +1,11 @@
 """``align``: train the projector (and optionally LoRA) that feeds CTC posteriors to the LLM.
 
-Two modes share the model, the loop and the loss (cross-entropy on the transcript tokens only):
+Three modes share the model, the loop and the loss (cross-entropy on the transcript tokens only):
 - ``cps``: TASU's text-only alignment. Posteriors are simulated from text sets; no audio is read, only
   the encoder's unit inventory (its tokenizer);
+- ``calibrated``: text-only too, but the posteriors are simulated from the encoder's own calibration
+  (``calibrate``: its measured confusions, losses, insertions and real frame shapes), at an error level
+  that may follow a schedule over training (a difficulty curriculum); still no audio is read;
 - ``paired``: the audio-trained baseline TASU compares against. Posteriors are the frozen encoder's
   real LSD posteriors of a split's speech.
 """
@@ -16,25 +19,31 @@ from pydantic import PositiveInt, model_validator
 
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.core.calibration import LevelSchedule, SimulatorConfig
 from speechllm_cli.core.llm import LLMConfig
 from speechllm_cli.core.posteriors import CPSConfig, LSDConfig
 from speechllm_cli.core.projector import ProjectorConfig
 from speechllm_cli.core.train_config import TrainConfig
+from speechllm_cli.stages.calibrate import calibration_model_dir
 from speechllm_cli.stages.inputs import encoder_dir, load_text_set, load_trained_encoder, text_set_path
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
 from speechllm_cli.stages.speech_llm_io import build_speech_llm, save_trained, system_dir
 
 if TYPE_CHECKING:
     from speechllm_cli.core.encoders import CTCEncoder
-    from speechllm_cli.core.feeds import Example
+    from speechllm_cli.core.feeds import Example, Simulate
 
 
 class AlignSystemConfig(StrictModel):
-    mode: Literal["cps", "paired"]
+    mode: Literal["cps", "calibrated", "paired"]
     text_sets: list[str] = []
-    """cps: the text sets to simulate posteriors from. paired: the set holding the split's transcripts."""
+    """cps, calibrated: the text sets to simulate posteriors from. paired: the set holding the split's
+    transcripts."""
     split: str | None = None
     """paired: the split whose speech gives real posteriors."""
+    levels: list[tuple[float, float]] = [(0.0, 1.0)]
+    """calibrated: the simulated error level as (training progress 0..1, level) points, linear in between:
+    0 is error-free real-shaped frames, 1 the measured encoder. The default holds the measured level."""
 
     @model_validator(mode="after")
     def _inputs_given(self) -> AlignSystemConfig:
@@ -42,6 +51,7 @@ class AlignSystemConfig(StrictModel):
             raise ValueError("text_sets is empty")
         if self.mode == "paired" and (self.split is None or len(self.text_sets) != 1):
             raise ValueError("paired mode needs a split and exactly one text set (its transcripts)")
+        LevelSchedule(self.levels)
         return self
 
 
@@ -50,6 +60,9 @@ class AlignConfig(StrictModel):
     projector: ProjectorConfig = ProjectorConfig()
     instruction: str = "Transcribe the speech."
     cps: CPSConfig = CPSConfig()
+    """TASU's simulation, for systems in cps mode."""
+    calibrated: SimulatorConfig = SimulatorConfig()
+    """The calibrated simulation's smoothing, for systems in calibrated mode."""
     lsd: LSDConfig = LSDConfig()
     systems: dict[str, AlignSystemConfig]
     max_target_tokens: PositiveInt = 96
@@ -91,6 +104,21 @@ def _paired_items(context: Context, system: AlignSystemConfig, config: AlignConf
     return items, left_out
 
 
+def _simulation(context: Context, config: AlignConfig, system: AlignSystemConfig, vocab_size: int) -> Simulate:
+    """TASU's CPS, or the encoder's calibrated simulation at the system's scheduled error level."""
+    from speechllm_cli.core import feeds
+    from speechllm_cli.core.calibration import CalibratedSimulator, load_calibration
+
+    if system.mode != "calibrated":
+        return feeds.tasu_cps(vocab_size, config.cps)
+    folder = calibration_model_dir(context)
+    if not (folder / "calibration.json").is_file():
+        raise SpeechLLMError(f"{folder}: no calibration of the encoder (run calibrate first)")
+    simulator = CalibratedSimulator(load_calibration(folder), **config.calibrated.model_dump())
+    schedule = LevelSchedule(system.levels)
+    return lambda ids, generator, progress: simulator(ids, generator, schedule.level_at(progress))
+
+
 def _train_system(context: Context, config: AlignConfig, name: str) -> dict[str, Any]:
     from speechllm_cli.core import feeds
     from speechllm_cli.core.training import TrainJob, seed_everything, train
@@ -100,15 +128,17 @@ def _train_system(context: Context, config: AlignConfig, name: str) -> dict[str,
     vocab_size = encoder.vocab_size
     seed_everything(config.train.seed)
     model, tokenizer = build_speech_llm(context, config, encoder)
-    if system.mode == "cps":
-        items, left_out = _text_items(context, system.text_sets, encoder, tokenizer, config.max_target_tokens)
-    else:
+    if system.mode == "paired":
         items, left_out = _paired_items(context, system, config, encoder, tokenizer)
+    else:
+        items, left_out = _text_items(context, system.text_sets, encoder, tokenizer, config.max_target_tokens)
     if not items:
         raise SpeechLLMError(f"align.systems.{name}: no usable training examples")
     del encoder
     folder = system_dir(context, name)
-    job = TrainJob(model, items, [len(e) for e in items], feeds.collate_fn(vocab_size, config.cps), feeds.loss, folder)
+    job = TrainJob(model, items, [len(e) for e in items], feeds.collate_fn(_simulation(context, config, system,
+                                                                                       vocab_size)),
+                   feeds.loss, folder)
     report = train(job, config.train, context.track)
     save_trained(model, folder, vocab_size, config)
     return {"mode": system.mode, "examples": len(items), "left_out": left_out, "steps": report.steps,
@@ -118,6 +148,8 @@ def _train_system(context: Context, config: AlignConfig, name: str) -> dict[str,
 
 def _inputs(context: Context, system: AlignSystemConfig) -> list[Path]:
     paths = [text_set_path(context, name) for name in system.text_sets] + [encoder_dir(context)]
+    if system.mode == "calibrated":
+        paths.append(calibration_model_dir(context))
     if system.mode == "paired":
         assert system.split is not None
         paths.append(context.exp_dir / "data" / system.split / "cuts.jsonl.gz")

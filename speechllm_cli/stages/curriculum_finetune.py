@@ -319,9 +319,8 @@ class Runner:
         steps = max(1, math.ceil(plan.phase.epochs * len(examples) / self.config.train.batch_size))
         train_config = self.config.train.model_copy(update={
             "steps": steps, "lr": plan.phase.lr, "warmup_steps": max(1, round(self.config.warmup_ratio * steps))})
-        job = TrainJob(model, examples, [len(e) for e in examples],
-                       feeds.collate_fn(self.encoder.vocab_size, self.context.section("align").cps), feeds.loss,
-                       plan.folder)
+        simulate = feeds.tasu_cps(self.encoder.vocab_size, self.context.section("align").cps)
+        job = TrainJob(model, examples, [len(e) for e in examples], feeds.collate_fn(simulate), feeds.loss, plan.folder)
         report = train(job, train_config, self.context.track)
         save_trained(model, plan.folder, self.encoder.vocab_size, self.spec)
         return {"examples": plan.counts, "steps": steps, "resumed_from": report.resumed_from,

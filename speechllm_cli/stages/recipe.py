@@ -13,6 +13,7 @@ import speechllm_cli
 from speechllm_cli.common.config import StrictModel, apply_overrides, read_yaml, validate
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.stages.align import AlignConfig
+from speechllm_cli.stages.calibrate import CalibrateConfig
 from speechllm_cli.stages.curriculum_finetune import CurriculumConfig
 from speechllm_cli.stages.decode import DecodeConfig
 from speechllm_cli.stages.prepare_data import PrepareDataConfig
@@ -29,6 +30,7 @@ class RecipeConfig(StrictModel):
     prepare_data: PrepareDataConfig | None = None
     prepare_text: PrepareTextConfig | None = None
     train_encoder: TrainEncoderConfig | None = None
+    calibrate: CalibrateConfig | None = None
     align: AlignConfig | None = None
     decode: DecodeConfig | None = None
     curriculum_finetune: CurriculumConfig | None = None

@@ -15,12 +15,15 @@ from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import read_jsonl, write_json, write_text
 from speechllm_cli.data.normalize import NormalizerConfig, normalize
 from speechllm_cli.metrics.asr import score_asr
-from speechllm_cli.metrics.results import ResultRow, render_results
+from speechllm_cli.metrics.mismatch_report import render_mismatch
+from speechllm_cli.metrics.results import ResultRow, first_seen, render_results
 from speechllm_cli.metrics.slu import score_slu
 from speechllm_cli.metrics.slu_report import SLURow, plot_slu, render_slu
+from speechllm_cli.stages.calibrate import MISMATCH_PLOT, calibration_dir
 from speechllm_cli.stages.curriculum_finetune import CurriculumConfig, cells, read_cell
 from speechllm_cli.stages.decode import DecodeConfig, decode_dir
-from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
+from speechllm_cli.stages.runner import MARKER, Context, StageResult, Unit, run_units, status
+from speechllm_cli.stages.speech_llm_io import system_dir
 
 SLU_PLOT = "plots/slu_f1_vs_budget.png"
 
@@ -41,10 +44,33 @@ def _score(context: Context, normalizer: NormalizerConfig, system: str, split: s
     return summary
 
 
-def _asr_results(outcomes: list[Any]) -> str:
+def _align_seconds(context: Context, systems: list[str]) -> dict[str, str]:
+    """Training seconds of each align system, from its done marker (systems that train nothing have none)."""
+    seconds = {}
+    for system in systems:
+        try:
+            marker = json.loads((system_dir(context, system) / MARKER).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        seconds[system] = f"{marker['seconds']:.0f}"
+    return seconds
+
+
+def _asr_results(context: Context, outcomes: list[Any]) -> str:
     rows = [ResultRow(o.unit.settings["system"], o.unit.settings["split"], o.stats, o.stats["command"])
             for o in outcomes]
-    return render_results("WER", rows, "wer") + "\n" + render_results("CER", rows, "cer")
+    align_seconds = ("align s", _align_seconds(context, first_seen(row.system for row in rows)))
+    return render_results("WER", rows, "wer", align_seconds) + "\n" + render_results("CER", rows, "cer")
+
+
+def _mismatch(context: Context) -> str | None:
+    """The calibrate stage's report of simulated against real posteriors, if it ran."""
+    path = calibration_dir(context) / "report.json"
+    if not path.is_file():
+        return None
+    plot = MISMATCH_PLOT if (context.exp_dir / MISMATCH_PLOT).is_file() else None
+    report = json.loads(path.read_text(encoding="utf-8"))
+    return render_mismatch(report, plot, report.get("command", ""))
 
 
 def _score_asr(context: Context, decode: DecodeConfig) -> tuple[list[Any], list[list[str]]]:
@@ -90,7 +116,10 @@ def run(context: Context) -> StageResult:
     sections, rows, parts = [], [], []
     if decode is not None:
         outcomes, asr_rows = _score_asr(context, decode)
-        sections.append(_asr_results(outcomes))
+        sections.append(_asr_results(context, outcomes))
+        mismatch = _mismatch(context)
+        if mismatch is not None:
+            sections.append(mismatch)
         rows += asr_rows
         parts.append(f"{len(outcomes)} system x split scores")
     if curriculum is not None:

@@ -61,11 +61,13 @@ def _targets(batch: list[tuple[torch.Tensor, list[int]]]) -> dict[str, torch.Ten
             "target_lengths": torch.tensor([len(ids) for _, ids in batch])}
 
 
-def _collate_audio(batch: list[tuple[torch.Tensor, list[int]]], generator: torch.Generator) -> dict[str, Any]:
+def _collate_audio(batch: list[tuple[torch.Tensor, list[int]]], generator: torch.Generator,
+                   progress: float) -> dict[str, Any]:
     return {"audio": [wave for wave, _ in batch], "lengths": None, "from_states": False, **_targets(batch)}
 
 
-def _collate_states(batch: list[tuple[torch.Tensor, list[int]]], generator: torch.Generator) -> dict[str, Any]:
+def _collate_states(batch: list[tuple[torch.Tensor, list[int]]], generator: torch.Generator,
+                    progress: float) -> dict[str, Any]:
     import torch
 
     states = torch.nn.utils.rnn.pad_sequence([item.float() for item, _ in batch], batch_first=True)
