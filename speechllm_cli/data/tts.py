@@ -6,6 +6,7 @@ out whole engines or voice variants for its test sets.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ import numpy as np
 import soundfile
 
 from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.common.io import atomic_path
 
 
 @dataclass(frozen=True)
@@ -87,3 +89,39 @@ def synthesize(text: str, voice: Voice, rate: float, pitch: float, sample_rate: 
     if peak > 0.99:
         audio = audio * (0.99 / peak)
     return audio.astype(np.float32)
+
+
+def add_noise(audio: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
+    """White noise at ``snr_db`` below the utterance's mean power, clipped to the 16-bit range."""
+    power = float(np.mean(audio.astype(np.float64) ** 2)) or 1e-10
+    noise = np.random.default_rng(seed).standard_normal(len(audio)) * np.sqrt(power / 10 ** (snr_db / 10))
+    return np.clip(audio + noise, -1.0, 1.0).astype(np.float32)
+
+
+def short_hash(*parts: object) -> str:
+    return hashlib.sha1("\x1f".join(map(str, parts)).encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    """One utterance to speak into a file: what, how, and the noise to add."""
+
+    path: Path
+    text: str
+    voice: Voice
+    rate: float
+    pitch: float
+    snr_db: float | None
+    """White noise at this SNR (None: clean)."""
+    noise_key: str
+    """Seeds the noise draw (the utterance id)."""
+
+    def render(self) -> None:
+        """Write a 16 kHz FLAC unless a previous (possibly killed) run already did."""
+        if self.path.is_file():
+            return
+        audio = synthesize(self.text, self.voice, self.rate, self.pitch, 16000)
+        if self.snr_db is not None:
+            audio = add_noise(audio, self.snr_db, seed=int(short_hash(self.noise_key, self.snr_db), 16))
+        with atomic_path(self.path) as tmp:
+            soundfile.write(tmp, audio, 16000, subtype="PCM_16", format="FLAC")

@@ -65,6 +65,9 @@ class AlignConfig(StrictModel):
     """The calibrated simulation's smoothing, for systems in calibrated mode."""
     lsd: LSDConfig = LSDConfig()
     systems: dict[str, AlignSystemConfig]
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Training arithmetic: bf16 autocast or fp32; auto picks bf16 on CUDA and on CPUs with native bf16
+    (avx512_bf16 or AMX), fp32 elsewhere."""
     max_target_tokens: PositiveInt = 96
     """Longer transcripts are left out of training (counted)."""
     train: TrainConfig = TrainConfig(steps=300, batch_size=8, lr=1e-3, warmup_steps=30)
@@ -138,7 +141,7 @@ def _train_system(context: Context, config: AlignConfig, name: str) -> dict[str,
     folder = system_dir(context, name)
     job = TrainJob(model, items, [len(e) for e in items], feeds.collate_fn(_simulation(context, config, system,
                                                                                        vocab_size)),
-                   feeds.loss, folder)
+                   feeds.loss, folder, config.precision)
     report = train(job, config.train, context.track)
     save_trained(model, folder, vocab_size, config)
     return {"mode": system.mode, "examples": len(items), "left_out": left_out, "steps": report.steps,

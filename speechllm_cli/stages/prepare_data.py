@@ -12,18 +12,19 @@ from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import atomic_path, write_jsonl, write_text
 from speechllm_cli.data.manifests import BadInputPolicy, build_cuts
 from speechllm_cli.data.sources import (SOURCES, KaldiConfig, LibriSpeechConfig, MiniConfig, SlurpConfig, Source,
-                                        TsvConfig)
+                                        TsvConfig, TtsTextConfig)
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
 
 
 class SourceSpec(StrictModel):
     source: str
-    """Which corpus source builds the splits: mini, librispeech, slurp, kaldi or tsv."""
+    """Which corpus source builds the splits: mini, librispeech, slurp, kaldi, tsv or tts_text."""
     mini: MiniConfig | None = None
     librispeech: LibriSpeechConfig | None = None
     slurp: SlurpConfig | None = None
     kaldi: KaldiConfig | None = None
     tsv: TsvConfig | None = None
+    tts_text: TtsTextConfig | None = None
 
     @model_validator(mode="after")
     def _source_configured(self) -> SourceSpec:

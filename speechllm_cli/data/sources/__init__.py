@@ -12,6 +12,7 @@ from speechllm_cli.data.sources.librispeech import LibriSpeechConfig, LibriSpeec
 from speechllm_cli.data.sources.mini import MiniConfig, MiniSource
 from speechllm_cli.data.sources.slurp import SlurpConfig, SlurpSource
 from speechllm_cli.data.sources.tsv import TsvConfig, TsvSource
+from speechllm_cli.data.sources.tts_text import TtsTextConfig, TtsTextSource
 
 SOURCES: dict[str, Callable[[Any, Path], Source]] = {
     "mini": MiniSource,
@@ -19,6 +20,8 @@ SOURCES: dict[str, Callable[[Any, Path], Source]] = {
     "slurp": SlurpSource,
     "kaldi": KaldiSource,
     "tsv": TsvSource,
+    "tts_text": TtsTextSource,
 }
 
-__all__ = ["SOURCES", "KaldiConfig", "LibriSpeechConfig", "MiniConfig", "SlurpConfig", "Source", "Track", "TsvConfig", "no_progress"]
+__all__ = ["SOURCES", "KaldiConfig", "LibriSpeechConfig", "MiniConfig", "SlurpConfig", "Source", "Track", "TsvConfig",
+           "TtsTextConfig", "no_progress"]

@@ -7,7 +7,6 @@ of training by giving its test splits a pool the training split does not use.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,17 +14,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import soundfile
 from pydantic import PositiveInt, field_validator, model_validator
 
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
-from speechllm_cli.common.io import atomic_path
 from speechllm_cli.data.entries import Entry, Utterance
 from speechllm_cli.data.sources.base import Track
 from speechllm_cli.data.text_domains import GENERATORS, TextItem
-from speechllm_cli.data.tts import Voice, synthesize
+from speechllm_cli.data.tts import Synthesis, Voice, short_hash
 
 
 class DomainConfig(StrictModel):
@@ -94,17 +90,6 @@ class MiniConfig(StrictModel):
         return self
 
 
-def add_noise(audio: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
-    """White noise at ``snr_db`` below the utterance's mean power, clipped to the 16-bit range."""
-    power = float(np.mean(audio.astype(np.float64) ** 2)) or 1e-10
-    noise = np.random.default_rng(seed).standard_normal(len(audio)) * np.sqrt(power / 10 ** (snr_db / 10))
-    return np.clip(audio + noise, -1.0, 1.0).astype(np.float32)
-
-
-def _short_hash(*parts: object) -> str:
-    return hashlib.sha1("\x1f".join(map(str, parts)).encode()).hexdigest()[:8]
-
-
 class MiniSource:
     def __init__(self, config: MiniConfig, data_dir: Path) -> None:
         self.config = config
@@ -147,7 +132,7 @@ class MiniSource:
                  "custom": {"slu": item.target} if item.target else {}}
                 for i, item in enumerate(self._allocation[name])]
 
-    def _plan(self, split: str) -> list[tuple[Utterance, Voice, float, float, float | None]]:
+    def _plan(self, split: str) -> list[tuple[Utterance, Synthesis]]:
         spec = self.config.splits[split]
         domain = self.config.domains[spec.domain]
         voices = [Voice.parse(v) for v in self.config.voices[spec.voices]]
@@ -158,31 +143,20 @@ class MiniSource:
             rate, pitch = rng.uniform(*self.config.rate), rng.uniform(*self.config.pitch)
             snr = rng.uniform(*spec.noise_snr_db) if spec.noise_snr_db else None
             utt_id = f"{split}-{index:05d}"
-            audio = self.audio_dir / split / f"{utt_id}-{_short_hash(item.text, voice, rate, pitch, snr)}.flac"
+            audio = self.audio_dir / split / f"{utt_id}-{short_hash(item.text, voice, rate, pitch, snr)}.flac"
             custom: dict[str, Any] = {"domain": spec.domain, "voice": f"{voice.engine}:{voice.name}"}
             if item.target:
                 custom["slu"] = item.target
             utt = Utterance(id=utt_id, audio=audio, text=item.text, where=f"mini split {split} #{index}",
                             speaker=voice.slug, language=domain.lang, custom=custom)
-            plan.append((utt, voice, rate, pitch, snr))
+            plan.append((utt, Synthesis(audio, item.text, voice, rate, pitch, snr, utt_id)))
         return plan
-
-    @staticmethod
-    def _render(job: tuple[Utterance, Voice, float, float, float | None]) -> None:
-        """Synthesize one utterance unless a previous (possibly killed) run already did."""
-        utt, voice, rate, pitch, snr = job
-        if utt.audio.is_file():
-            return
-        audio = synthesize(utt.text, voice, rate, pitch, 16000)
-        if snr is not None:
-            audio = add_noise(audio, snr, seed=int(_short_hash(utt.id, snr), 16))
-        with atomic_path(utt.audio) as tmp:
-            soundfile.write(tmp, audio, 16000, subtype="PCM_16", format="FLAC")
 
     def entries(self, split: str, track: Track) -> Iterator[Entry]:
         plan = self._plan(split)
         with ThreadPoolExecutor(self.config.workers) as pool:
-            for _ in track(pool.map(self._render, plan), len(plan), f"synthesizing {split}"):
+            jobs = [job for _, job in plan]
+            for _ in track(pool.map(Synthesis.render, jobs), len(plan), f"synthesizing {split}"):
                 pass
-        for utt, *_ in plan:
+        for utt, _ in plan:
             yield utt

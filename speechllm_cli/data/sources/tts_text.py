@@ -1,0 +1,111 @@
+"""Speech synthesized from a recipe's own text-only corpora: the costly alternative to text-only alignment.
+
+TASU claims to replace TTS: instead of speaking the target-domain text and training on the speech, it
+simulates the encoder's output from the text. To measure that claim a recipe needs the TTS route too:
+this source speaks a seeded sample of sentences from text corpora that another source of the same recipe
+wrote (``data/corpora/<name>.jsonl``, e.g. the mini recipe's ``scripture_text`` and ``commands_text``),
+with the recipe's training voices, as one split. Add it under ``prepare_data.extra`` so the other splits
+stay untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from pydantic import PositiveInt, field_validator
+
+from speechllm_cli.common.config import StrictModel
+from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.data.entries import Entry, Utterance
+from speechllm_cli.data.sources.base import Track
+from speechllm_cli.data.tts import Synthesis, Voice, short_hash
+
+
+class TtsTextConfig(StrictModel):
+    split: str
+    """The split to write."""
+    corpora: list[str]
+    """Text corpora of this recipe to draw sentences from (written by another source in prepare-data)."""
+    utterances: PositiveInt
+    """How many sentences to speak, drawn at random from all the corpora together (so in their proportions)."""
+    voices: list[str]
+    """``engine:voice`` names, used in turn."""
+    rate: tuple[float, float] = (0.85, 1.2)
+    pitch: tuple[float, float] = (0.7, 1.3)
+    noise_snr_db: tuple[float, float] | None = None
+    seed: int = 0
+    workers: PositiveInt = 2
+
+    @field_validator("voices")
+    @classmethod
+    def _voices_parse(cls, voices: list[str]) -> list[str]:
+        if not voices:
+            raise ValueError("voices is empty")
+        for voice in voices:
+            Voice.parse(voice)
+        return voices
+
+
+class TtsTextSource:
+    def __init__(self, config: TtsTextConfig, data_dir: Path) -> None:
+        self.config = config
+        self.data_dir = data_dir
+
+    def splits(self) -> list[str]:
+        return [self.config.split]
+
+    def inputs(self, split: str) -> list[Path]:
+        return [self._corpus_path(name) for name in self.config.corpora]
+
+    def corpus_names(self) -> list[str]:
+        return []
+
+    def corpus_rows(self, name: str) -> list[dict[str, Any]]:
+        raise KeyError(name)
+
+    def _corpus_path(self, name: str) -> Path:
+        return self.data_dir / "corpora" / f"{name}.jsonl"
+
+    def _sentences(self) -> list[dict[str, Any]]:
+        rows = []
+        for name in self.config.corpora:
+            path = self._corpus_path(name)
+            if not path.is_file():
+                raise SpeechLLMError(f"{path}: text corpus {name!r} does not exist (prepare_data.tts_text.corpora "
+                                     "must name a corpus another source of this recipe writes)")
+            rows += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if len(rows) < self.config.utterances:
+            raise SpeechLLMError(f"prepare_data.tts_text: {self.config.utterances} utterances asked for, but the "
+                                 f"corpora hold {len(rows)} sentences")
+        return random.Random(f"{self.config.seed}/{self.config.split}").sample(rows, self.config.utterances)
+
+    def _plan(self) -> list[tuple[Utterance, Synthesis]]:
+        split = self.config.split
+        voices = [Voice.parse(v) for v in self.config.voices]
+        rng = random.Random(f"{self.config.seed}/{split}/voice")
+        plan = []
+        for index, row in enumerate(self._sentences()):
+            voice = voices[index % len(voices)]
+            rate, pitch = rng.uniform(*self.config.rate), rng.uniform(*self.config.pitch)
+            snr = rng.uniform(*self.config.noise_snr_db) if self.config.noise_snr_db else None
+            utt_id = f"{split}-{index:05d}"
+            audio = self.data_dir / "audio" / split / f"{utt_id}-{short_hash(row['text'], voice, rate, pitch, snr)}.flac"
+            custom = {"domain": row["domain"], "voice": f"{voice.engine}:{voice.name}", "source_id": row["id"]}
+            utt = Utterance(id=utt_id, audio=audio, text=row["text"], where=f"tts_text split {split} #{index} ({row['id']})",
+                            speaker=voice.slug, language=row.get("lang", "en"), custom=custom)
+            plan.append((utt, Synthesis(audio, row["text"], voice, rate, pitch, snr, utt_id)))
+        return plan
+
+    def entries(self, split: str, track: Track) -> Iterator[Entry]:
+        plan = self._plan()
+        with ThreadPoolExecutor(self.config.workers) as pool:
+            jobs = [job for _, job in plan]
+            for _ in track(pool.map(Synthesis.render, jobs), len(plan), f"synthesizing {split}"):
+                pass
+        for utt, _ in plan:
+            yield utt
