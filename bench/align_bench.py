@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from speechllm_cli.core import feeds
-from speechllm_cli.core.training import cpu_has_native_bf16, epoch_batches, step_generator
+from speechllm_cli.core.training import epoch_batches, step_generator
 from speechllm_cli.stages.align import AlignConfig, _simulation, _text_items
 from speechllm_cli.stages.inputs import load_trained_encoder
 from speechllm_cli.stages.recipe import load_recipe
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     padding = total - sum(len(b.examples) for b in batches) * prompt - speech - targets
     examples = sum(len(b.examples) for b in batches)
     print(f"# {args.system} on {args.exp_dir}: {args.steps} batches of {config.train.batch_size}, "
-          f"{args.threads} thread(s), native bf16: {cpu_has_native_bf16()}")
+          f"{args.threads} thread(s)")
     print("| LLM positions | per batch | share |\n| --- | ---: | ---: |")
     for name, count in (("prompt", examples * prompt), ("speech", speech), ("target", targets), ("padding", padding)):
         print(f"| {name} | {count / len(batches):.0f} | {100 * count / total:.1f} % |")

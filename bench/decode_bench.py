@@ -34,6 +34,7 @@ from speechllm_cli.core.llm import target_ids
 from speechllm_cli.core.posteriors import LSDConfig
 from speechllm_cli.core.speech_llm import SpeechLLM
 from speechllm_cli.data.normalize import NormalizerConfig, normalize
+from speechllm_cli.metrics.asr import score_asr
 from speechllm_cli.stages.decode import DecodeConfig, speech_texts
 from speechllm_cli.stages.inputs import encoder_dir, load_cuts, load_trained_encoder
 from speechllm_cli.stages.posterior_cache import split_posteriors
@@ -76,6 +77,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=None,
                         help="use only the first N utterances of the pooled splits (batch 1 is slow on big splits)")
     parser.add_argument("--batch-size", type=int, default=16, help="batch size compared with batch size 1")
+    parser.add_argument("--beam", type=int, default=4, help="beam width compared with greedy for WER and time")
     parser.add_argument("--rounds", type=int, default=3,
                         help="timed repetitions of each batch size, alternating; the fastest of each counts")
     parser.add_argument("--threads", type=int, default=1,
@@ -157,6 +159,20 @@ def compare_batching(model: SpeechLLM, lsd: list[torch.Tensor], decode: DecodeCo
     return times, differing
 
 
+def compare_beam(model: SpeechLLM, tokenizer: Any, lsd: list[torch.Tensor], references: list[str],
+                 decode: DecodeConfig, beam: int, normalizer: NormalizerConfig,
+                 context: Context) -> dict[int, tuple[float, float]]:
+    """WER and decoding seconds of greedy search and of beam search, batched as the recipe decodes."""
+    results = {}
+    for width in (1, beam):
+        config = decode.model_copy(update={"generation": decode.generation.model_copy(update={"beam": width})})
+        texts, seconds = timed_texts(model, tokenizer, lsd, config, context)
+        triples = [(str(i), normalize(r, normalizer), normalize(h, normalizer))
+                   for i, (r, h) in enumerate(zip(references, texts, strict=True))]
+        results[width] = (score_asr(triples)[0].wer, seconds)
+    return results
+
+
 def target_token_count(tokenizer: Any, references: list[str], normalizer: NormalizerConfig) -> int:
     """Tokens the LLM should emit: the normalised references as training targets, end-of-turn included."""
     return sum(len(target_ids(tokenizer, normalize(text, normalizer))) for text in references)
@@ -192,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ratios = ", ".join(f"{a / b:.2f}" for a, b in zip(times[1], times[args.batch_size], strict=True))
     batches = math.ceil(len(lsd) / args.batch_size)
 
+    beams = compare_beam(model, tokenizer, lsd, references, decode, args.beam, normalizer, context)
     prompt = len(model.prompt.prefix) + len(model.prompt.suffix)
     targets = target_token_count(tokenizer, references, normalizer)
     lsd_frames = sum(x.shape[0] for x in lsd)
@@ -218,6 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("LLM input positions per output token, all frames", f"{frame_positions / targets:.2f}",
          f"{frame_positions / len(lsd):.1f} positions per utterance; encoder frames per LSD position "
          f"{sum(frames) / max(1, lsd_frames):.2f}"),
+        *((f"{'greedy' if width == 1 else f'beam {width}'}: WER %, LLM seconds", f"{100 * wer:.2f}",
+           f"{seconds:.2f} s ({seconds / beams[1][1]:.2f}x greedy), batch {decode.batch_size}")
+          for width, (wer, seconds) in beams.items()),
     ]
     print(render(rows))
     print(f"output tokens = LLM tokens of the normalised references with end-of-turn: {targets} "

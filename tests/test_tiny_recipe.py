@@ -84,8 +84,8 @@ def test_rerun_skips_finished_stages(tiny) -> None:
     before = {m: m.stat().st_mtime_ns for m in markers}
     result = _run(exp.parent.parent)
     assert result.returncode == 0, result.stderr
-    assert "prepare-data: 11 outputs (11 up to date)" in result.stdout
-    assert result.stdout.count("up to date") >= 11 + 9 + 1 + 2 + 12 + 24 + 12
+    assert "prepare-data: 12 outputs (12 up to date)" in result.stdout
+    assert result.stdout.count("up to date") >= 12 + 10 + 1 + 1 + 4 + 18 + 24 + 18
     assert " done " not in result.stdout
     assert {m: m.stat().st_mtime_ns for m in markers} == before
 
@@ -97,7 +97,7 @@ def test_encoder_and_alignment_outputs(tiny) -> None:
         p.name for p in (exp / "encoder/model").iterdir()}
     encoder_stats = json.loads((exp / "encoder/.done").read_text())["stats"]
     assert encoder_stats["steps"] == 12 and encoder_stats["utterances"] == 24
-    for system in ("tasu", "paired"):
+    for system in ("tasu", "calibrated", "tts", "paired"):
         folder = exp / "align" / system
         assert {p.name for p in (folder / "projector").iterdir()} == {"config.json", "model.safetensors"}
         stats = json.loads((folder / ".done").read_text())["stats"]
@@ -111,7 +111,7 @@ def test_decode_and_score_outputs(tiny) -> None:
     exp, run = tiny
     for noise in ("Both `max_new_tokens`", "attention mask is not set", "generation-related arguments"):
         assert noise not in run.stderr, noise
-    for system in ("ctc", "tasu", "paired", "whisper"):
+    for system in ("ctc", "tasu", "calibrated", "tts", "paired", "whisper"):
         for split in ("test_indomain", "test_newvoice", "test_xdomain"):
             rows = [json.loads(line) for line in (exp / "decode" / system / split / "hyps.jsonl").read_text().splitlines()]
             cuts = load_cuts(exp / "data" / split / "cuts.jsonl.gz")
@@ -124,7 +124,8 @@ def test_decode_and_score_outputs(tiny) -> None:
             assert summary["num_utts"] == 6 and summary["wer"] >= 0 and summary["ref_words"] > 0
             assert "\n%WER " in (exp / "score" / system / split / "errors.txt").read_text()
     results = (exp / "RESULTS.md").read_text()
-    for name in ("| ctc |", "| tasu |", "| paired |", "| whisper |", "test_xdomain", "speechllm decode --recipe"):
+    for name in ("| ctc |", "| tasu |", "| calibrated |", "| tts |", "| paired |", "| whisper |", "test_xdomain",
+                 "speechllm decode --recipe"):
         assert name in results
     whisper = json.loads((exp / "score/whisper/test_newvoice/summary.json").read_text())
     ctc = json.loads((exp / "score/ctc/test_newvoice/summary.json").read_text())
@@ -174,29 +175,47 @@ def _align(exp_dir: Path, *sets: str) -> subprocess.CompletedProcess[str]:
 
 
 ONLY_TASU = ("--set", "align.systems={tasu: {mode: cps, text_sets: [commands_text]}}")
+ONLY = {
+    "tasu": ONLY_TASU,
+    "calibrated": ("--set", "align.systems={calibrated: {mode: calibrated, text_sets: [commands_text], "
+                            "levels: [[0.0, 0.0], [0.5, 1.0], [1.0, 2.0]]}}"),
+}
 
 
-def test_text_only_alignment_reads_no_audio(tiny, tmp_path: Path) -> None:
+@pytest.mark.parametrize("system", ["tasu", "calibrated"])
+def test_text_only_alignment_reads_no_audio(tiny, tmp_path: Path, system: str) -> None:
     exp, _ = tiny
     copy = _copy_prepared(exp, tmp_path / "exp")
     shutil.rmtree(copy / "data" / "audio")
+    shutil.rmtree(copy / "encoder" / "posteriors")
     assert not list(copy.rglob("*.flac"))
-    result = _align(copy, *ONLY_TASU)
+    result = _align(copy, *ONLY[system])
     assert result.returncode == 0, result.stderr
-    assert (copy / "align/tasu/projector/model.safetensors").is_file()
+    assert (copy / "align" / system / "projector/model.safetensors").is_file()
 
 
-def test_killed_alignment_resumes_to_the_uninterrupted_result(tiny, tmp_path: Path) -> None:
+def test_calibrated_alignment_needs_the_calibration(tiny, tmp_path: Path) -> None:
+    exp, _ = tiny
+    copy = _copy_prepared(exp, tmp_path / "exp")
+    shutil.rmtree(copy / "encoder" / "calibration")
+    result = _align(copy, *ONLY["calibrated"])
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: {copy / 'encoder/calibration/model'}: no calibration of the encoder (run calibrate first)"]
+
+
+@pytest.mark.parametrize("system", ["tasu", "calibrated"])
+def test_killed_alignment_resumes_to_the_uninterrupted_result(tiny, tmp_path: Path, system: str) -> None:
     from safetensors.torch import load_file
 
     exp, _ = tiny
     longer = ("--set", "align.train.steps=16", "--set", "align.train.checkpoint_every=2")
     reference = _copy_prepared(exp, tmp_path / "reference")
-    assert _align(reference, *ONLY_TASU, *longer).returncode == 0
+    assert _align(reference, *ONLY[system], *longer).returncode == 0
     killed = _copy_prepared(exp, tmp_path / "killed")
     process = subprocess.Popen([str(SPEECHLLM), "align", "--recipe", "tiny", "--exp-dir", str(killed),
-                                *ONLY_TASU, *longer], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = killed / "align/tasu/train_log.jsonl"
+                                *ONLY[system], *longer], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = killed / "align" / system / "train_log.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
         if log.is_file() and any(json.loads(line)["step"] >= 4 for line in log.read_text().splitlines()):
@@ -205,16 +224,44 @@ def test_killed_alignment_resumes_to_the_uninterrupted_result(tiny, tmp_path: Pa
     assert process.poll() is None, "align finished before it could be killed"
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert not (killed / "align/tasu/.done").exists()
-    result = _align(killed, *ONLY_TASU, *longer)
+    assert not (killed / "align" / system / ".done").exists()
+    result = _align(killed, *ONLY[system], *longer)
     assert result.returncode == 0, result.stderr
-    stats = json.loads((killed / "align/tasu/.done").read_text())["stats"]
+    stats = json.loads((killed / "align" / system / ".done").read_text())["stats"]
     assert 2 <= stats["resumed_from"] < 16
-    ours = load_file(str(killed / "align/tasu/projector/model.safetensors"))
-    theirs = load_file(str(reference / "align/tasu/projector/model.safetensors"))
+    ours = load_file(str(killed / "align" / system / "projector/model.safetensors"))
+    theirs = load_file(str(reference / "align" / system / "projector/model.safetensors"))
     assert ours.keys() == theirs.keys()
     for name, tensor in ours.items():
         assert (tensor - theirs[name]).abs().max() < 1e-5, name
+
+
+def test_calibration_and_mismatch_report(tiny) -> None:
+    exp, _ = tiny
+    folder = exp / "encoder" / "calibration"
+    meta = json.loads((folder / "model/calibration.json").read_text())
+    assert meta["utterances"] == 6 and meta["templates"] > 0
+    assert sum(meta["rates"][k] for k in ("correct", "substitution", "soft", "deletion")) == pytest.approx(1.0)
+    report = json.loads((folder / "report.json").read_text())
+    assert report["order"] == ["real dev", "real train", "tasu cps", "calibrated (level 1)"]
+    assert report["sources"]["real train"]["utterances"] == 24
+    assert report["distance"]["real dev"] == 0.0
+    assert report["distance"]["calibrated (level 1)"] < report["distance"]["tasu cps"]
+    assert (exp / "plots/posterior_mismatch.png").stat().st_size > 10_000
+    results = (exp / "RESULTS.md").read_text()
+    assert "## Simulated against real posteriors" in results and "| calibrated | " in results
+    assert "| System | test_indomain | test_newvoice | test_xdomain | align s |" in results
+
+
+def test_calibration_refuses_a_test_split(tiny, tmp_path: Path) -> None:
+    exp, _ = tiny
+    copy = _copy_prepared(exp, tmp_path / "exp")
+    result = subprocess.run([str(SPEECHLLM), "calibrate", "--recipe", "tiny", "--exp-dir", str(copy), "--set",
+                             "calibrate.split=test_newvoice"], capture_output=True, text=True, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: calibrate: split 'test_newvoice' is a decode test split; calibration statistics must never come "
+        "from test data"]
 
 
 def test_changed_config_reruns_only_what_depends_on_it(tiny) -> None:
@@ -360,3 +407,15 @@ def test_killed_curriculum_resumes_mid_phase_to_the_uninterrupted_result(tiny, t
     theirs_hyps = (reference / _cell(reference, "en", "curriculum", 100)["eval_dir"] / "speech.jsonl").read_text()
     assert (killed / record["eval_dir"] / "speech.jsonl").read_text() == theirs_hyps
 
+
+
+def test_tts_split_speaks_sentences_of_the_text_corpora(tiny) -> None:
+    exp, _ = tiny
+    corpora = {json.loads(line)["text"] for name in ("scripture_text", "commands_text")
+               for line in (exp / "text" / f"{name}.jsonl").read_text().splitlines()}
+    cuts = load_cuts(exp / "data/tts_text/cuts.jsonl.gz")
+    assert len(cuts) == 12
+    assert {c.supervisions[0].text for c in cuts} <= corpora
+    assert {c.supervisions[0].custom["voice"] for c in cuts} <= {
+        "espeak-ng:en-us", "espeak-ng:en-us+m3", "espeak-ng:en-gb+f3", "espeak-ng:en-gb-scotland+m1"}
+    assert json.loads((exp / "align/tts/.done").read_text())["stats"]["examples"] == 12

@@ -175,12 +175,16 @@ def measure(frames: Sequence[torch.Tensor], references: Sequence[Sequence[int]],
         raise ValueError(f"{len(frames)} frame sequences for {len(references)} references")
     events = torch.zeros(vocab_size, 4, dtype=torch.long)
     confusion = torch.zeros(vocab_size, vocab_size, dtype=torch.long)
-    kept_frames, kinds, units, sides = [], [], [], []
+    k = min(top_k, vocab_size)
+    top_ids, top_probs, kinds, units, sides = [], [], [], [], []
     insertions = gaps = 0
     for sequence, reference in zip(frames, references, strict=True):
         reference = list(reference)
         labels = FrameLabels.of(sequence, blank_id)
         owner = align_frames(labels, reference, blank_id)
+        probs, ids = labels.probs.topk(k, dim=-1)
+        top_ids.append(ids)
+        top_probs.append(probs)
         covered, last = set(), -1
         for j, i in enumerate(owner):
             if i >= 0:
@@ -198,26 +202,22 @@ def measure(frames: Sequence[torch.Tensor], references: Sequence[Sequence[int]],
                     1 if gap < len(reference) and reference[gap] == anchor else 0)
                 kinds.append(INSERTION), units.append(anchor), sides.append(side)
                 insertions += 1
-            kept_frames.append(sequence[j])
         for i, unit in enumerate(reference):
             if i not in covered:
                 events[unit, DELETION] += 1
         gaps += len(reference) + 1
-    templates = _templates(kept_frames, kinds, units, sides, vocab_size, top_k, max_templates, seed)
+    templates = _templates(top_ids, top_probs, kinds, units, sides, k, max_templates, seed)
     return Calibration(vocab_size, blank_id, events, confusion, insertions, gaps, len(frames), templates)
 
 
-def _templates(frames: list[torch.Tensor], kinds: list[int], units: list[int], sides: list[int], vocab_size: int,
-               top_k: int, max_templates: int, seed: int) -> Templates:
-    k = min(top_k, vocab_size)
-    if not frames:
-        empty = torch.zeros(0, dtype=torch.long)
-        return Templates(torch.zeros(0, k, dtype=torch.long), torch.zeros(0, k), empty, empty, empty)
-    stacked = torch.stack([f.float() for f in frames])
-    probs, ids = stacked.topk(k, dim=-1)
+def _templates(top_ids: list[torch.Tensor], top_probs: list[torch.Tensor], kinds: list[int], units: list[int],
+               sides: list[int], k: int, max_templates: int, seed: int) -> Templates:
+    """Frames are reduced to top-k per utterance, so a large calibration split never holds [N, V] at once."""
+    ids = torch.cat(top_ids) if top_ids else torch.zeros(0, k, dtype=torch.long)
+    probs = torch.cat(top_probs) if top_probs else torch.zeros(0, k)
     kind, unit, side = (torch.tensor(x, dtype=torch.long) for x in (kinds, units, sides))
-    if len(frames) > max_templates:
-        chosen = torch.randperm(len(frames), generator=torch.Generator().manual_seed(seed))[:max_templates]
+    if len(kind) > max_templates:
+        chosen = torch.randperm(len(kind), generator=torch.Generator().manual_seed(seed))[:max_templates]
         chosen = chosen.sort().values
         ids, probs, kind, unit, side = ids[chosen], probs[chosen], kind[chosen], unit[chosen], side[chosen]
     return Templates(ids, probs, kind, unit, side)
