@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import torch
 import pytest
+import torch
 
 from speechllm_cli.core.calibration import (CORRECT, DELETION, SOFT, SUBSTITUTION, CalibratedSimulator, FrameLabels,
                                             LevelSchedule, align_frames, load_calibration, measure,

@@ -16,10 +16,10 @@ import yaml
 
 from tests.conftest import REPO, load_cuts, tiny_wav2vec2
 
-SYSTEMS = ["ctc", "tasu", "paired"]
+SYSTEMS = ["ctc", "tasu", "calibrated", "tts", "paired"]
 TEST_SPLITS = ["test_indomain", "test_newvoice", "test_xdomain"]
 TEST_UTTERANCES = 3
-STAGES = ["prepare-data", "prepare-text", "train-encoder", "align", "decode", "score"]
+STAGES = ["prepare-data", "prepare-text", "train-encoder", "calibrate", "align", "decode", "score"]
 
 
 def _character_vocab() -> dict[str, int]:

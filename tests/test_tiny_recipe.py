@@ -113,7 +113,8 @@ def test_decode_and_score_outputs(tiny) -> None:
         assert noise not in run.stderr, noise
     for system in ("ctc", "tasu", "calibrated", "tts", "paired", "whisper"):
         for split in ("test_indomain", "test_newvoice", "test_xdomain"):
-            rows = [json.loads(line) for line in (exp / "decode" / system / split / "hyps.jsonl").read_text().splitlines()]
+            hyps = exp / "decode" / system / split / "hyps.jsonl"
+            rows = [json.loads(line) for line in hyps.read_text().splitlines()]
             cuts = load_cuts(exp / "data" / split / "cuts.jsonl.gz")
             assert [r["id"] for r in rows] == list(cuts.ids)
             assert all(r["ref"] == cuts[r["id"]].supervisions[0].text for r in rows)
@@ -419,3 +420,29 @@ def test_tts_split_speaks_sentences_of_the_text_corpora(tiny) -> None:
     assert {c.supervisions[0].custom["voice"] for c in cuts} <= {
         "espeak-ng:en-us", "espeak-ng:en-us+m3", "espeak-ng:en-gb+f3", "espeak-ng:en-gb-scotland+m1"}
     assert json.loads((exp / "align/tts/.done").read_text())["stats"]["examples"] == 12
+
+
+def test_align_trains_only_the_named_systems(tiny, tmp_path: Path) -> None:
+    exp, _ = tiny
+    copy = _copy_prepared(exp, tmp_path / "exp")
+    result = _align(copy, "--system", "calibrated")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (copy / "align").iterdir()) == ["calibrated"]
+    unknown = _align(copy, "--system", "bogus")
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip() == (
+        "error: --system bogus: not in align.systems (known: tasu, calibrated, paired, tts)")
+
+
+def test_score_counts_systems_not_decoded_yet(tiny, tmp_path: Path) -> None:
+    exp, _ = tiny
+    copy = tmp_path / "exp"
+    for part in ("text", "encoder", "align", "decode"):
+        shutil.copytree(exp / part, copy / part)
+    shutil.rmtree(copy / "decode" / "paired")
+    result = subprocess.run([str(SPEECHLLM), "score", "--recipe", "tiny", "--exp-dir", str(copy)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "15 system x split scores (3 not decoded yet)" in result.stdout
+    results = (copy / "RESULTS.md").read_text()
+    assert "| tasu |" in results and "| paired |" not in results

@@ -156,7 +156,6 @@ _STAGE_HELP = {
     "train-encoder": "Train the CTC acoustic encoder on a recipe's paired speech (or import a pretrained one).",
     "calibrate": "Measure the encoder's errors and frame shapes on a paired dev split (for calibrated simulation) "
                  "and report simulated against real posteriors.",
-    "align": "TASU: train the projector on simulated CTC posteriors from text only (frozen LLM).",
     "distill": "SALAD: cross-modal distillation from the text LLM, with active selection.",
     "score": "WER/CER and SLU metrics; writes RESULTS.md.",
 }
@@ -180,6 +179,39 @@ for _name in _STAGE_HELP:
     _register(_name)
 
 
+@app.command("align")
+def align(
+    recipe: RecipeOpt = None,
+    exp_dir: ExpDirOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+    system: Annotated[list[str] | None, typer.Option(
+        "--system", help="Train only this system of align.systems (e.g. tasu, calibrated). Repeatable.")] = None,
+) -> None:
+    """Train projectors (and LoRA) that feed CTC posteriors to the LLM: from text only (TASU's or the calibrated
+    simulation) or from real posteriors (paired, TTS). Without --system, every system of the recipe."""
+    extra = ([f"align.systems={json.dumps(_only(recipe, set_, '--system', 'align', 'systems', system))}"]
+             if system else [])
+    _execute("align", recipe, exp_dir, set_, force, extra)
+
+
+def _only(recipe: str | None, sets: list[str] | None, option: str, section: str, field: str,
+          names: list[str]) -> dict[str, object]:
+    """``section.field`` of the recipe narrowed to ``names``, for ``--set`` (an unknown name is an error)."""
+    try:
+        config = getattr(load_recipe(recipe, sets or []).config, section)
+        if config is None:
+            raise SpeechLLMError(f"{option}: the recipe has no {section} section")
+        known = getattr(config, field)
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise SpeechLLMError(f"{option} {unknown[0]}: not in {section}.{field} (known: {', '.join(known)})")
+    except SpeechLLMError as error:
+        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    return {name: known[name].model_dump(mode="json") for name in names}
+
+
 @app.command("curriculum-finetune")
 def curriculum_finetune(
     recipe: RecipeOpt = None,
@@ -199,24 +231,9 @@ def curriculum_finetune(
     extra = [f"curriculum_finetune.{key}={json.dumps(values)}"
              for key, values in (("schemes", scheme), ("budgets", budget)) if values]
     if track:
-        extra.append(f"curriculum_finetune.tracks={json.dumps(_only_tracks(recipe, set_, track))}")
+        extra.append("curriculum_finetune.tracks="
+                     + json.dumps(_only(recipe, set_, "--track", "curriculum_finetune", "tracks", track)))
     _execute("curriculum-finetune", recipe, exp_dir, set_, force, extra)
-
-
-def _only_tracks(recipe: str | None, sets: list[str] | None, names: list[str]) -> dict[str, object]:
-    """The recipe's tracks narrowed to ``names`` (an unknown name is an error naming it)."""
-    try:
-        config = load_recipe(recipe, sets or []).config.curriculum_finetune
-        if config is None:
-            raise SpeechLLMError("--track: the recipe has no curriculum_finetune section")
-        unknown = [name for name in names if name not in config.tracks]
-        if unknown:
-            raise SpeechLLMError(f"--track {unknown[0]}: not in curriculum_finetune.tracks "
-                                 f"(known: {', '.join(config.tracks)})")
-    except SpeechLLMError as error:
-        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    return {name: config.tracks[name].model_dump(mode="json") for name in names}
 
 
 @app.command("decode")

@@ -12,8 +12,10 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile
@@ -125,3 +127,10 @@ class Synthesis:
             audio = add_noise(audio, self.snr_db, seed=int(short_hash(self.noise_key, self.snr_db), 16))
         with atomic_path(self.path) as tmp:
             soundfile.write(tmp, audio, 16000, subtype="PCM_16", format="FLAC")
+
+
+def render_all(jobs: list[Synthesis], workers: int, track: Callable[..., Any], description: str) -> None:
+    """Synthesize in ``workers`` threads (the engines run as subprocesses, so threads suffice)."""
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in track(pool.map(Synthesis.render, jobs), len(jobs), description):
+            pass

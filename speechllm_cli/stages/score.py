@@ -73,17 +73,21 @@ def _mismatch(context: Context) -> str | None:
     return render_mismatch(report, plot, report.get("command", ""))
 
 
-def _score_asr(context: Context, decode: DecodeConfig) -> tuple[list[Any], list[list[str]]]:
+def _score_asr(context: Context, decode: DecodeConfig) -> tuple[list[Any], list[list[str]], int]:
+    """Scores of every system x split decoded so far; those not decoded yet are counted, not guessed."""
     normalizer = context.config.prepare_text.normalize if context.config.prepare_text else NormalizerConfig()
+    pairs = [(system, split) for system in decode.systems for split in decode.splits]
+    decoded = [(system, split) for system, split in pairs
+               if (decode_dir(context, system, split) / "summary.json").is_file()]
     units = [Unit(f"score/{system}/{split}", score_dir(context, system, split),
                   {"system": system, "split": split, "normalize": normalizer.model_dump(mode="json")},
                   [decode_dir(context, system, split) / "hyps.jsonl"],
                   lambda s=system, p=split: _score(context, normalizer, s, p))
-             for system in decode.systems for split in decode.splits]
+             for system, split in decoded]
     outcomes = run_units(context, units)
     rows = [[f"{o.unit.settings['system']} / {o.unit.settings['split']}", f"WER {100 * o.stats['wer']:.2f}",
              f"CER {100 * o.stats['cer']:.2f}", status(o)] for o in outcomes]
-    return outcomes, rows
+    return outcomes, rows, len(pairs) - len(decoded)
 
 
 def _score_slu(context: Context, config: CurriculumConfig) -> tuple[list[SLURow], list[list[str]], int]:
@@ -115,13 +119,16 @@ def run(context: Context) -> StageResult:
               "listed under each table. Error rates and scores in %; ASR after the recipe's text normalisation.\n\n")
     sections, rows, parts = [], [], []
     if decode is not None:
-        outcomes, asr_rows = _score_asr(context, decode)
+        outcomes, asr_rows, undecoded = _score_asr(context, decode)
+        if not outcomes:
+            raise SpeechLLMError(f"score: nothing decoded yet in {context.exp_dir / 'decode'} (run decode first)")
         sections.append(_asr_results(context, outcomes))
         mismatch = _mismatch(context)
         if mismatch is not None:
             sections.append(mismatch)
         rows += asr_rows
-        parts.append(f"{len(outcomes)} system x split scores")
+        parts.append(f"{len(outcomes)} system x split scores"
+                     + (f" ({undecoded} not decoded yet)" if undecoded else ""))
     if curriculum is not None:
         slu, slu_rows, missing = _score_slu(context, curriculum)
         rows += slu_rows

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.data.entries import Entry, Utterance
 from speechllm_cli.data.sources.base import Track
 from speechllm_cli.data.text_domains import GENERATORS, TextItem
-from speechllm_cli.data.tts import Synthesis, Voice, short_hash
+from speechllm_cli.data.tts import Synthesis, Voice, render_all, short_hash
 
 
 class DomainConfig(StrictModel):
@@ -154,9 +153,5 @@ class MiniSource:
 
     def entries(self, split: str, track: Track) -> Iterator[Entry]:
         plan = self._plan(split)
-        with ThreadPoolExecutor(self.config.workers) as pool:
-            jobs = [job for _, job in plan]
-            for _ in track(pool.map(Synthesis.render, jobs), len(plan), f"synthesizing {split}"):
-                pass
-        for utt, _ in plan:
-            yield utt
+        render_all([job for _, job in plan], self.config.workers, track, f"synthesizing {split}")
+        yield from (utt for utt, _ in plan)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.data.entries import Entry, Utterance
 from speechllm_cli.data.sources.base import Track
-from speechllm_cli.data.tts import Synthesis, Voice, short_hash
+from speechllm_cli.data.tts import Synthesis, Voice, render_all, short_hash
 
 
 class TtsTextConfig(StrictModel):
@@ -94,18 +93,16 @@ class TtsTextSource:
             rate, pitch = rng.uniform(*self.config.rate), rng.uniform(*self.config.pitch)
             snr = rng.uniform(*self.config.noise_snr_db) if self.config.noise_snr_db else None
             utt_id = f"{split}-{index:05d}"
-            audio = self.data_dir / "audio" / split / f"{utt_id}-{short_hash(row['text'], voice, rate, pitch, snr)}.flac"
+            name = f"{utt_id}-{short_hash(row['text'], voice, rate, pitch, snr)}.flac"
+            audio = self.data_dir / "audio" / split / name
             custom = {"domain": row["domain"], "voice": f"{voice.engine}:{voice.name}", "source_id": row["id"]}
-            utt = Utterance(id=utt_id, audio=audio, text=row["text"], where=f"tts_text split {split} #{index} ({row['id']})",
-                            speaker=voice.slug, language=row.get("lang", "en"), custom=custom)
+            utt = Utterance(id=utt_id, audio=audio, text=row["text"], speaker=voice.slug,
+                            where=f"tts_text split {split} #{index} ({row['id']})", language=row.get("lang", "en"),
+                            custom=custom)
             plan.append((utt, Synthesis(audio, row["text"], voice, rate, pitch, snr, utt_id)))
         return plan
 
     def entries(self, split: str, track: Track) -> Iterator[Entry]:
         plan = self._plan()
-        with ThreadPoolExecutor(self.config.workers) as pool:
-            jobs = [job for _, job in plan]
-            for _ in track(pool.map(Synthesis.render, jobs), len(plan), f"synthesizing {split}"):
-                pass
-        for utt, _ in plan:
-            yield utt
+        render_all([job for _, job in plan], self.config.workers, track, f"synthesizing {split}")
+        yield from (utt for utt, _ in plan)
