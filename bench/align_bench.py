@@ -23,7 +23,7 @@ import torch
 
 from speechllm_cli.core import feeds
 from speechllm_cli.core.training import epoch_batches, step_generator
-from speechllm_cli.stages.align import AlignConfig, _simulation, _text_items
+from speechllm_cli.stages.align import AlignConfig, simulation, text_items
 from speechllm_cli.stages.inputs import load_trained_encoder
 from speechllm_cli.stages.recipe import load_recipe
 from speechllm_cli.stages.runner import Context
@@ -51,8 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     encoder = load_trained_encoder(context)
     torch.manual_seed(0)
     model, tokenizer = build_speech_llm(context, config, encoder)
-    items, _ = _text_items(context, system.text_sets, encoder, tokenizer, config.max_target_tokens)
-    collate = feeds.collate_fn(_simulation(context, config, system, encoder.vocab_size))
+    items, _ = text_items(context, system.text_sets, encoder, tokenizer, config.max_target_tokens)
+    collate = feeds.collate_fn(simulation(context, config, system, encoder.vocab_size))
     plan = epoch_batches([len(e) for e in items], config.train, 0)[: args.steps]
     batches = [collate([items[i] for i in batch], step_generator(0, n), 0.5) for n, batch in enumerate(plan)]
     prompt = len(model.prompt.prefix) + len(model.prompt.suffix)

@@ -78,3 +78,22 @@ def test_batches_cover_every_item_once_per_epoch_and_group_lengths() -> None:
     assert batches != epoch_batches(lengths, TrainConfig(batch_size=10, sort_window=10), epoch=1)
     spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches)
     assert spread < 10 * 6 / 2
+
+
+def test_collate_sees_the_training_progress_of_each_step(tmp_path: Path) -> None:
+    """Schedules over training (the calibrated simulation's error level) read step / steps from the loop,
+    also after a resume."""
+    from speechllm_cli.core.calibration import LevelSchedule
+
+    schedule = LevelSchedule([(0.0, 0.0), (0.5, 1.0), (1.0, 1.5)])
+    seen: list[float] = []
+    job = _job(tmp_path)
+    collate = job.collate
+
+    def recording(batch, generator, progress):  # noqa: ANN001, ANN202
+        seen.append(schedule.level_at(progress))
+        return collate(batch, generator, progress)
+
+    job.collate = recording
+    train(job, TrainConfig(steps=10, batch_size=8, warmup_steps=1, checkpoint_every=5), no_track)
+    assert seen == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.1, 1.2, 1.3, 1.4])

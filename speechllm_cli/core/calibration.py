@@ -255,22 +255,18 @@ class SimulatorConfig(StrictModel):
 
 
 class CalibratedSimulator:
-    """Simulated LSD frames for tokenised transcripts, drawn from a :class:`Calibration`.
+    """Simulated LSD frames for tokenised transcripts, drawn from a :class:`Calibration` (see
+    :class:`SimulatorConfig` for how sparse counts are smoothed)."""
 
-    ``prior`` is how many pseudo-observations of the global event shares each unit's own counts are
-    mixed with; ``template_prior`` likewise decides how often a unit uses its own templates rather than
-    the pool's. ``max_error`` caps a unit's total error probability when ``level`` scales it up.
-    """
-
-    def __init__(self, calibration: Calibration, prior: float = 20.0, template_prior: float = 4.0,
-                 max_error: float = 0.95) -> None:
+    def __init__(self, calibration: Calibration, config: SimulatorConfig | None = None) -> None:
+        config = config or SimulatorConfig()
         self.calibration = calibration
-        self.template_prior = template_prior
-        self.max_error = max_error
+        self.template_prior = config.template_prior
+        self.max_error = config.max_error
         self.vocab_size = calibration.vocab_size
         counts = calibration.events.double()
         shares = counts.sum(dim=0) / counts.sum().clamp(min=1)
-        self._unit_events = (counts + prior * shares) / (counts.sum(dim=1, keepdim=True) + prior)
+        self._unit_events = (counts + config.prior * shares) / (counts.sum(dim=1, keepdim=True) + config.prior)
         self._index_templates()
 
     def _index_templates(self) -> None:

@@ -62,7 +62,7 @@ class AlignConfig(StrictModel):
     cps: CPSConfig = CPSConfig()
     """TASU's simulation, for systems in cps mode."""
     calibrated: SimulatorConfig = SimulatorConfig()
-    """The calibrated simulation's smoothing, for systems in calibrated mode."""
+    """The calibrated simulation's priors and error cap, for systems in calibrated mode."""
     lsd: LSDConfig = LSDConfig()
     systems: dict[str, AlignSystemConfig]
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -73,7 +73,7 @@ class AlignConfig(StrictModel):
     train: TrainConfig = TrainConfig(steps=300, batch_size=8, lr=1e-3, warmup_steps=30)
 
 
-def _text_items(context: Context, sets: list[str], encoder: CTCEncoder, tokenizer: Any,
+def text_items(context: Context, sets: list[str], encoder: CTCEncoder, tokenizer: Any,
                 limit: int) -> tuple[list[Example], int]:
     from speechllm_cli.core.feeds import Example
     from speechllm_cli.core.llm import target_ids
@@ -107,7 +107,7 @@ def _paired_items(context: Context, system: AlignSystemConfig, config: AlignConf
     return items, left_out
 
 
-def _simulation(context: Context, config: AlignConfig, system: AlignSystemConfig, vocab_size: int) -> Simulate:
+def simulation(context: Context, config: AlignConfig, system: AlignSystemConfig, vocab_size: int) -> Simulate:
     """TASU's CPS, or the encoder's calibrated simulation at the system's scheduled error level."""
     from speechllm_cli.core import feeds
     from speechllm_cli.core.calibration import CalibratedSimulator, load_calibration
@@ -117,7 +117,7 @@ def _simulation(context: Context, config: AlignConfig, system: AlignSystemConfig
     folder = calibration_model_dir(context)
     if not (folder / "calibration.json").is_file():
         raise SpeechLLMError(f"{folder}: no calibration of the encoder (run calibrate first)")
-    simulator = CalibratedSimulator(load_calibration(folder), **config.calibrated.model_dump())
+    simulator = CalibratedSimulator(load_calibration(folder), config.calibrated)
     schedule = LevelSchedule(system.levels)
     return lambda ids, generator, progress: simulator(ids, generator, schedule.level_at(progress))
 
@@ -134,14 +134,13 @@ def _train_system(context: Context, config: AlignConfig, name: str) -> dict[str,
     if system.mode == "paired":
         items, left_out = _paired_items(context, system, config, encoder, tokenizer)
     else:
-        items, left_out = _text_items(context, system.text_sets, encoder, tokenizer, config.max_target_tokens)
+        items, left_out = text_items(context, system.text_sets, encoder, tokenizer, config.max_target_tokens)
     if not items:
         raise SpeechLLMError(f"align.systems.{name}: no usable training examples")
     del encoder
     folder = system_dir(context, name)
-    job = TrainJob(model, items, [len(e) for e in items], feeds.collate_fn(_simulation(context, config, system,
-                                                                                       vocab_size)),
-                   feeds.loss, folder, config.precision)
+    collate = feeds.collate_fn(simulation(context, config, system, vocab_size))
+    job = TrainJob(model, items, [len(e) for e in items], collate, feeds.loss, folder, config.precision)
     report = train(job, config.train, context.track)
     save_trained(model, folder, vocab_size, config)
     return {"mode": system.mode, "examples": len(items), "left_out": left_out, "steps": report.steps,

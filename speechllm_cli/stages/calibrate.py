@@ -92,7 +92,7 @@ def _report(context: Context, encoder: CTCEncoder, frames: list[torch.Tensor], r
     simulations = {
         "tasu cps": lambda g: simulate_posteriors(references, vocab, align.cps if align else CPSConfig(), g),
         "calibrated (level 1)": lambda g: CalibratedSimulator(
-            calibration, **(align.calibrated.model_dump() if align else {}))(references, g, 1.0)}
+            calibration, align.calibrated if align else None)(references, g, 1.0)}
     for name, simulate in simulations.items():
         padded, lengths = simulate(torch.Generator().manual_seed(config.seed))
         simulated = [padded[i, : int(n)] for i, n in enumerate(lengths)]
