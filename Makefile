@@ -8,7 +8,7 @@ setup:
 test: setup
 	.venv/bin/python -m pytest -q
 
-# The mini recipe end to end in about 30 minutes: data, text, encoder, calibration, the text-only systems
+# The mini recipe end to end in about 25 minutes: data, text, encoder, calibration, the text-only systems
 # (tasu, calibrated), decoding (with the encoder's own ctc output and the whisper peer), scoring. The
 # baselines trained on audio (tts, paired) are `make mini-baselines`; the SLU sweep is `make mini-slu`.
 mini: setup
@@ -18,7 +18,7 @@ mini: setup
 	recipes/mini/run.sh --stage 8
 	@cat exp/mini/RESULTS.md
 
-# What `make mini` runs, plus the tts and paired baselines (about 20 minutes more).
+# What `make mini` runs, plus the tts and paired baselines (about 12 minutes more).
 mini-baselines: mini
 	recipes/mini/run.sh --stage 5 --stop-stage 6
 	recipes/mini/run.sh --stage 8
