@@ -26,6 +26,7 @@ from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, s
 if TYPE_CHECKING:
     import torch
 
+    from speechllm_cli.core.calibration import Calibration
     from speechllm_cli.core.encoders import CTCEncoder
 
 MISMATCH_PLOT = "plots/posterior_mismatch.png"
@@ -75,7 +76,7 @@ def paired_frames(context: Context, encoder: CTCEncoder, split: str,
 
 
 def _report(context: Context, encoder: CTCEncoder, frames: list[torch.Tensor], references: list[list[int]],
-            calibration: Any) -> dict[str, Any]:
+            calibration: Calibration) -> dict[str, Any]:
     import torch
 
     from speechllm_cli.core.calibration import CalibratedSimulator
@@ -84,11 +85,11 @@ def _report(context: Context, encoder: CTCEncoder, frames: list[torch.Tensor], r
 
     config: CalibrateConfig = context.section("calibrate")
     align = context.config.align
-    vocab = encoder.vocab_size
-    sources = {f"real {config.split}": frame_stats(frames, references, vocab).summary()}
+    vocab, blank = encoder.vocab_size, _lsd(context).blank_id
+    sources = {f"real {config.split}": frame_stats(frames, references, vocab, blank).summary()}
     for split, text_set in config.compare.items():
         real, units, _ = paired_frames(context, encoder, split, text_set)
-        sources[f"real {split}"] = frame_stats(real, units, vocab).summary()
+        sources[f"real {split}"] = frame_stats(real, units, vocab, blank).summary()
     simulations = {
         "tasu cps": lambda g: simulate_posteriors(references, vocab, align.cps if align else CPSConfig(), g),
         "calibrated (level 1)": lambda g: CalibratedSimulator(
@@ -96,7 +97,7 @@ def _report(context: Context, encoder: CTCEncoder, frames: list[torch.Tensor], r
     for name, simulate in simulations.items():
         padded, lengths = simulate(torch.Generator().manual_seed(config.seed))
         simulated = [padded[i, : int(n)] for i, n in enumerate(lengths)]
-        sources[name] = frame_stats(simulated, references, vocab).summary()
+        sources[name] = frame_stats(simulated, references, vocab, blank).summary()
     reference = sources[f"real {config.split}"]
     return {"command": context.command, "reference": f"real {config.split}", "order": list(sources),
             "sources": sources,
