@@ -84,7 +84,7 @@ def unit_key(unit: Unit) -> str:
     return settings_key(unit.settings, unit.inputs)
 
 
-def _read_marker(path: Path) -> dict[str, Any] | None:
+def read_marker(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -104,7 +104,7 @@ def run_units(context: Context, units: list[Unit]) -> list[Outcome]:
     outcomes = []
     for unit in units:
         key = unit_key(unit)
-        marker = _read_marker(unit.out_dir / MARKER)
+        marker = read_marker(unit.out_dir / MARKER)
         if not context.force and marker is not None and marker.get("key") == key:
             outcomes.append(Outcome(unit, marker.get("stats", {}), reused=True))
             continue

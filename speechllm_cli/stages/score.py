@@ -22,7 +22,7 @@ from speechllm_cli.metrics.slu_report import SLURow, plot_slu, render_slu
 from speechllm_cli.stages.calibrate import MISMATCH_PLOT, calibration_dir
 from speechllm_cli.stages.curriculum_finetune import CurriculumConfig, cells, read_cell
 from speechllm_cli.stages.decode import DecodeConfig, decode_dir
-from speechllm_cli.stages.runner import MARKER, Context, StageResult, Unit, run_units, status
+from speechllm_cli.stages.runner import MARKER, Context, StageResult, Unit, read_marker, run_units, status
 from speechllm_cli.stages.speech_llm_io import system_dir
 
 SLU_PLOT = "plots/slu_f1_vs_budget.png"
@@ -46,14 +46,8 @@ def _score(context: Context, normalizer: NormalizerConfig, system: str, split: s
 
 def _align_seconds(context: Context, systems: list[str]) -> dict[str, str]:
     """Training seconds of each align system, from its done marker (systems that train nothing have none)."""
-    seconds = {}
-    for system in systems:
-        try:
-            marker = json.loads((system_dir(context, system) / MARKER).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        seconds[system] = f"{marker['seconds']:.0f}"
-    return seconds
+    markers = {system: read_marker(system_dir(context, system) / MARKER) for system in systems}
+    return {system: f"{marker['seconds']:.0f}" for system, marker in markers.items() if marker is not None}
 
 
 def _asr_results(context: Context, outcomes: list[Any]) -> str:
