@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
+from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.core.train_config import TrainConfig
-from speechllm_cli.core.training import TrainJob, epoch_batches, train
+from speechllm_cli.core.training import MANIFEST, META, TENSORS, TrainJob, epoch_batches, load_verified, train
 
 
 def no_track(items, total, description):  # noqa: ANN001, ANN201
@@ -20,7 +23,10 @@ class Crash(Exception):
     pass
 
 
-def _job(out_dir: Path, crash_at: int | None = None) -> TrainJob:
+def _job(out_dir: Path, crash_at: int | None = None, nan_at: int | None = None,
+         nan_grad_at: int | None = None) -> TrainJob:
+    """A small real model; after ``crash_at`` loss calls it crashes, after ``nan_at`` its loss is NaN, after
+    ``nan_grad_at`` its loss stays finite but its gradient is NaN."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Dropout(0.2), torch.nn.Linear(16, 1))
     frozen = torch.nn.Linear(4, 4)
@@ -39,7 +45,13 @@ def _job(out_dir: Path, crash_at: int | None = None) -> TrainJob:
         if crash_at is not None and calls["n"] > crash_at:
             raise Crash
         x, y = batch
-        return torch.nn.functional.mse_loss(m[2](m[1](m[0](x))), y)
+        value = torch.nn.functional.mse_loss(m[2](m[1](m[0](x))), y)
+        if nan_at is not None and calls["n"] > nan_at:
+            return value * float("nan")
+        if nan_grad_at is not None and calls["n"] > nan_grad_at:
+            zero = m[0].weight.sum() - m[0].weight.sum()
+            return value + 0.0 * zero.sqrt()
+        return value
 
     return TrainJob(model, items, [len(str(y)) for _, y in items], collate, loss, out_dir)
 
@@ -47,27 +59,131 @@ def _job(out_dir: Path, crash_at: int | None = None) -> TrainJob:
 CONFIG = TrainConfig(steps=30, batch_size=8, lr=0.02, warmup_steps=5, checkpoint_every=10, log_every=5)
 
 
+def _steps(out_dir: Path) -> list[str]:
+    return sorted(p.name for p in (out_dir / "checkpoint").iterdir())
+
+
+def _logged(out_dir: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (out_dir / "train_log.jsonl").read_text().splitlines()]
+
+
+def _crashed_at_23(out_dir: Path) -> None:
+    """A run killed after its step-20 checkpoint (step-10 is still there): 24 loss calls, the last one fails."""
+    with pytest.raises(Crash):
+        train(_job(out_dir, crash_at=23), CONFIG, no_track)
+    assert _steps(out_dir) == ["step-10", "step-20"]
+
+
+def _assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.allclose(x, y, atol=1e-6), name
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainJob, float]:
+    job = _job(tmp_path_factory.mktemp("reference"))
+    report = train(job, CONFIG, no_track)
+    return job, report.first_loss
+
+
 def test_loss_falls_and_log_is_written(tmp_path: Path) -> None:
     report = train(_job(tmp_path), CONFIG, no_track)
     assert report.last_loss < report.first_loss * 0.5
-    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == [5, 10, 15, 20, 25, 30]
-    state = torch.load(tmp_path / "checkpoint/state.pt", weights_only=False)
-    assert state["step"] == 30
-    assert not any(k.startswith("frozen") for k in state["model"])
+    assert _logged(tmp_path) == [5, 10, 15, 20, 25, 30]
+    assert _steps(tmp_path) == ["step-20", "step-30"]
+    assert {p.name for p in (tmp_path / "checkpoint/step-30").iterdir()} == {TENSORS, META, MANIFEST}
+    tensors, meta = load_verified(tmp_path / "checkpoint/step-30")
+    assert meta["step"] == 30 and meta["first_loss"] == report.first_loss
+    assert not any(k.startswith("model.frozen") for k in tensors)
+    assert {k for k in tensors if k.startswith("model.")} == {"model.0.weight", "model.0.bias", "model.2.weight",
+                                                              "model.2.bias"}
+    assert tensors["rng.torch"].dtype == torch.uint8
 
 
-def test_resume_after_crash_matches_uninterrupted_run(tmp_path: Path) -> None:
-    reference = _job(tmp_path / "ref")
-    train(reference, CONFIG, no_track)
-    with pytest.raises(Crash):
-        train(_job(tmp_path / "run", crash_at=23), CONFIG, no_track)
-    assert torch.load(tmp_path / "run/checkpoint/state.pt", weights_only=False)["step"] == 20
-    resumed = _job(tmp_path / "run")
+def test_resume_after_crash_matches_uninterrupted_run(tmp_path: Path, reference: tuple[TrainJob, float]) -> None:
+    _crashed_at_23(tmp_path)
+    assert _logged(tmp_path) == [5, 10, 15, 20]
+    resumed = _job(tmp_path)
     report = train(resumed, CONFIG, no_track)
     assert report.resumed_from == 20
-    for (name, a), (_, b) in zip(reference.model.state_dict().items(), resumed.model.state_dict().items()):
-        assert torch.allclose(a, b, atol=1e-6), name
+    assert report.first_loss == reference[1], "the summary's first loss is the run's, not the resumed part's"
+    assert _logged(tmp_path) == [5, 10, 15, 20, 25, 30]
+    _assert_same_weights(reference[0].model, resumed.model)
+
+
+def test_a_log_written_past_the_checkpoint_is_cut_back_to_it(tmp_path: Path) -> None:
+    """Steps 21-23 were logged (log_every 1) before the kill; the resumed run logs them again, once."""
+    config = CONFIG.model_copy(update={"log_every": 1})
+    with pytest.raises(Crash):
+        train(_job(tmp_path, crash_at=23), config, no_track)
+    with (tmp_path / "train_log.jsonl").open("a") as log:
+        log.write('{"step": 24, "lo')
+    train(_job(tmp_path), config, no_track)
+    assert _logged(tmp_path) == list(range(1, 31))
+
+
+def _truncate(folder: Path) -> None:
+    data = (folder / TENSORS).read_bytes()
+    (folder / TENSORS).write_bytes(data[: len(data) // 2])
+
+
+def _edit_state(folder: Path) -> None:
+    (folder / META).write_text((folder / META).read_text().replace('"step": 20', '"step": 21'))
+
+
+def _break_manifest(folder: Path) -> None:
+    (folder / MANIFEST).write_text('{"sha256": ')
+
+
+@pytest.mark.parametrize(("damage", "reason"), [
+    (_truncate, f"{TENSORS} does not match its sha256 in {MANIFEST}"),
+    (_edit_state, f"{META} does not match its sha256 in {MANIFEST}"),
+    (_break_manifest, f"{MANIFEST}: Expecting value: line 1 column 12 (char 11)"),
+])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(
+        tmp_path: Path, reference: tuple[TrainJob, float], caplog: pytest.LogCaptureFixture,
+        damage: Callable[[Path], None], reason: str) -> None:
+    _crashed_at_23(tmp_path)
+    damage(tmp_path / "checkpoint/step-20")
+    resumed = _job(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        report = train(resumed, CONFIG, no_track)
+    assert caplog.messages == [f"{tmp_path / 'checkpoint'}: skipped step-20 ({reason}); resuming from step 10"]
+    assert report.resumed_from == 10 and report.first_loss == reference[1]
+    _assert_same_weights(reference[0].model, resumed.model)
+    assert _steps(tmp_path) == ["step-20", "step-30"]
+    assert load_verified(tmp_path / "checkpoint/step-20")[1]["step"] == 20, "the damaged one was rewritten"
+
+
+def test_no_usable_checkpoint_starts_clean_and_says_so(tmp_path: Path, reference: tuple[TrainJob, float],
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    _crashed_at_23(tmp_path)
+    _truncate(tmp_path / "checkpoint/step-20")
+    (tmp_path / "checkpoint/step-10" / TENSORS).unlink()
+    resumed = _job(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        report = train(resumed, CONFIG, no_track)
+    assert caplog.messages == [(
+        f"{tmp_path / 'checkpoint'}: skipped step-20 ({TENSORS} does not match its sha256 in {MANIFEST}); "
+        f"step-10 ({TENSORS} is missing); no usable checkpoint, training from step 0")]
+    assert report.resumed_from == 0 and _logged(tmp_path) == [5, 10, 15, 20, 25, 30]
+    _assert_same_weights(reference[0].model, resumed.model)
+
+
+@pytest.mark.parametrize(("what", "option"), [("loss", "nan_at"), ("gradient", "nan_grad_at")])
+def test_a_non_finite_step_stops_training_and_keeps_the_last_good_checkpoint(tmp_path: Path, what: str,
+                                                                             option: str) -> None:
+    with pytest.raises(SpeechLLMError) as error:
+        train(_job(tmp_path, **{option: 23}), CONFIG, no_track)
+    assert str(error.value) == f"{tmp_path}: non-finite {what} at step 24; kept the last good checkpoint (step 20)"
+    assert _steps(tmp_path) == ["step-10", "step-20"]
+    tensors, meta = load_verified(tmp_path / "checkpoint/step-20")
+    assert meta["step"] == 20 and all(torch.isfinite(t.float()).all() for t in tensors.values())
+
+
+def test_a_non_finite_first_step_says_no_checkpoint_was_saved(tmp_path: Path) -> None:
+    with pytest.raises(SpeechLLMError, match=r"non-finite loss at step 1; no checkpoint was saved before it$"):
+        train(_job(tmp_path, nan_at=0), CONFIG, no_track)
 
 
 def test_batches_cover_every_item_once_per_epoch_and_group_lengths() -> None:

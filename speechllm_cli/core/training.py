@@ -9,25 +9,44 @@ Determinism across a resume rests on two choices: the batch plan of an epoch is 
 (seed, epoch), and each step gets its own generator seeded from (seed, step) for any randomness the
 stage's collate function needs (CPS simulation, augmentation). Module randomness (dropout) is covered
 by saving and restoring the torch RNG state with the checkpoint.
+
+Checkpoints are ``checkpoint/step-<N>/`` folders of safetensors and JSON with a manifest of their sha256:
+reading one runs no code, and the last two are kept so that a damaged newest one costs a few steps,
+not the run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
 import random
+import re
+import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
-from speechllm_cli.common.io import atomic_path
+from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.common.io import atomic_dir, write_json, write_jsonl
 from speechllm_cli.core.train_config import TrainConfig
 
 Track = Callable[[Iterable[int], int, str], Iterable[int]]
+
+CHECKPOINTS = "checkpoint"
+"""Under a job's ``out_dir``; the stage runner drops this folder when a unit's config changes."""
+TENSORS = "tensors.safetensors"
+META = "state.json"
+MANIFEST = "manifest.json"
+LEGACY_CHECKPOINT = "state.pt"
+_STEP_DIR = re.compile(r"step-(\d+)")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -116,35 +135,210 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k in names}
 
 
-def _checkpoint_path(out_dir: Path) -> Path:
-    return out_dir / "checkpoint" / "state.pt"
+class UnreadableCheckpoint(Exception):
+    """A saved folder that fails verification; the message is the reason, for a one-line note."""
 
 
-def _save(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-          scheduler: torch.optim.lr_scheduler.LRScheduler, cursor: BatchCursor, step: int) -> None:
-    state = {"step": step, "model": trainable_state(model), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "cursor": cursor.state_dict(),
-             "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
-             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-def _restore(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             scheduler: torch.optim.lr_scheduler.LRScheduler, cursor: BatchCursor) -> int:
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    missing = set(trainable_state(model)) - set(state["model"])
+def save_verified(folder: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Tensors (safetensors) and metadata (JSON) with a manifest of their sha256, appearing all at once.
+
+    Neither format can run code when read, and the manifest tells a complete folder from one damaged
+    afterwards (a full disk, an interrupted copy).
+    """
+    from safetensors.torch import save_file
+
+    with atomic_dir(folder) as tmp:
+        save_file({name: value.detach().cpu().contiguous() for name, value in tensors.items()}, str(tmp / TENSORS))
+        write_json(tmp / META, meta)
+        write_json(tmp / MANIFEST, {"sha256": {name: _sha256(tmp / name) for name in (TENSORS, META)}})
+
+
+def load_verified(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """What :func:`save_verified` wrote, or :class:`UnreadableCheckpoint` naming what is wrong with it."""
+    from safetensors.torch import load_file
+
+    manifest = _read(folder / MANIFEST, _read_manifest)
+    for name in (TENSORS, META):
+        if _read(folder / name, _sha256) != manifest[name]:
+            raise UnreadableCheckpoint(f"{name} does not match its sha256 in {MANIFEST}")
+    return (_read(folder / TENSORS, lambda path: load_file(str(path))),
+            _read(folder / META, lambda path: json.loads(path.read_text(encoding="utf-8"))))
+
+
+def _read_manifest(path: Path) -> dict[str, str]:
+    listed = json.loads(path.read_text(encoding="utf-8"))["sha256"]
+    return {name: listed[name] for name in (TENSORS, META)}
+
+
+T = TypeVar("T")
+
+
+def _read(path: Path, read: Callable[[Path], T]) -> T:
+    """``read(path)``, with any failure turned into the reason the folder is unusable."""
+    from safetensors import SafetensorError
+
+    try:
+        return read(path)
+    except FileNotFoundError:
+        raise UnreadableCheckpoint(f"{path.name} is missing") from None
+    except (KeyError, TypeError):
+        raise UnreadableCheckpoint(f"{path.name}: unexpected content") from None
+    except (OSError, ValueError, SafetensorError) as error:
+        raise UnreadableCheckpoint(f"{path.name}: {error}") from None
+
+
+@dataclass
+class _Run:
+    """Everything a checkpoint restores besides the step."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    cursor: BatchCursor
+    first_loss: float | None = None
+    """The run's first loss, kept across resumes so that the summary reports where training started."""
+    last_loss: float | None = None
+
+
+_META_KEYS = ("step", "cursor", "scheduler", "optimizer", "python_rng", "first_loss", "last_loss")
+
+
+def _contents(run: _Run, step: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A checkpoint as flat tensors (model, optimizer state, RNG states) and JSON (everything else)."""
+    optimizer = run.optimizer.state_dict()
+    tensors = {f"model.{name}": value for name, value in trainable_state(run.model).items()}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, values in optimizer["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.state.{index}.{name}"] = value
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors.update({f"rng.cuda.{i}": state for i, state in enumerate(torch.cuda.get_rng_state_all())})
+    version, internal, gauss = random.getstate()
+    meta = {"step": step, "cursor": run.cursor.state_dict(), "scheduler": run.scheduler.state_dict(),
+            "optimizer": {"param_groups": optimizer["param_groups"], "state": scalars},
+            "python_rng": [version, list(internal), gauss], "first_loss": run.first_loss, "last_loss": run.last_loss}
+    return tensors, meta
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], saved: dict[str, Any]) -> dict[str, Any]:
+    """The nested optimizer state_dict rebuilt from its flat tensors and JSON scalars."""
+    state: dict[int, dict[str, Any]] = {int(index): dict(values) for index, values in saved["state"].items()}
+    prefix = "optimizer.state."
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            index, name = key[len(prefix):].split(".", 1)
+            state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": saved["param_groups"]}
+
+
+def _restore(tensors: dict[str, torch.Tensor], meta: dict[str, Any], run: _Run, step: int) -> None:
+    """Load a verified checkpoint into ``run``; one that does not fit the model changes nothing."""
+    weights = {key[len("model."):]: value for key, value in tensors.items() if key.startswith("model.")}
+    _check_fits(weights, tensors, meta, run.model, step)
+    try:
+        run.optimizer.load_state_dict(_optimizer_state(tensors, meta["optimizer"]))
+    except (ValueError, KeyError, TypeError) as error:
+        raise UnreadableCheckpoint(f"{META}: its optimizer state does not fit ({error})") from None
+    run.model.load_state_dict(weights, strict=False)
+    run.scheduler.load_state_dict(meta["scheduler"])
+    run.cursor.load_state_dict(meta["cursor"])
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count()) if f"rng.cuda.{i}" in tensors]
+    if cuda:
+        torch.cuda.set_rng_state_all(cuda)
+    version, internal, gauss = meta["python_rng"]
+    random.setstate((version, tuple(internal), gauss))
+    run.first_loss, run.last_loss = meta["first_loss"], meta["last_loss"]
+
+
+def _check_fits(weights: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                model: torch.nn.Module, step: int) -> None:
+    missing = [key for key in _META_KEYS if key not in meta] + ([] if "rng.torch" in tensors else ["rng.torch"])
     if missing:
-        raise RuntimeError(f"{path}: checkpoint lacks trained parameters {sorted(missing)[:3]}")
-    model.load_state_dict(state["model"], strict=False)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    cursor.load_state_dict(state["cursor"])
-    torch.set_rng_state(state["torch_rng"])
-    random.setstate(state["python_rng"])
-    if state["cuda_rng"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return int(state["step"])
+        raise UnreadableCheckpoint(f"it lacks {missing[0]}")
+    if meta["step"] != step:
+        raise UnreadableCheckpoint(f"{META} says step {meta['step']}")
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters() if p.requires_grad}
+    differing = sorted(name for name in shapes.keys() | weights.keys()
+                       if shapes.get(name) != (tuple(weights[name].shape) if name in weights else None))
+    if differing:
+        raise UnreadableCheckpoint(f"its trained parameters do not fit the model ({differing[0]})")
+
+
+def _checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """The ``step-<N>`` folders under ``root``, newest first."""
+    found = [(int(match.group(1)), path) for path in root.glob("step-*")
+             if path.is_dir() and (match := _STEP_DIR.fullmatch(path.name))]
+    return sorted(found, reverse=True)
+
+
+def _resume(root: Path, run: _Run) -> int:
+    """Restore the newest checkpoint that verifies and return its step; skipped ones are named in one line."""
+    legacy = (root / LEGACY_CHECKPOINT).is_file()
+    skipped = [f"{LEGACY_CHECKPOINT} (speechllm 0.1.0's format, not read)"] if legacy else []
+    for step, folder in _checkpoints(root):
+        try:
+            _restore(*load_verified(folder), run, step)
+        except UnreadableCheckpoint as error:
+            skipped.append(f"{folder.name} ({error})")
+            continue
+        if skipped:
+            log.warning("%s: skipped %s; resuming from step %d", root, "; ".join(skipped), step)
+        return step
+    if skipped:
+        log.warning("%s: skipped %s; no usable checkpoint, training from step 0", root, "; ".join(skipped))
+    return 0
+
+
+def _save(root: Path, run: _Run, step: int, previous: int | None) -> None:
+    """Write ``step-<step>``, then drop every other checkpoint but ``previous``, the fallback should this one
+    be damaged later."""
+    save_verified(root / f"step-{step}", *_contents(run, step))
+    for number, folder in _checkpoints(root):
+        if number not in (step, previous):
+            shutil.rmtree(folder, ignore_errors=True)
+    for leftover in root.glob(".step-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    (root / LEGACY_CHECKPOINT).unlink(missing_ok=True)
+
+
+def _require_finite(out_dir: Path, step: int, loss: float, norm: torch.Tensor | None, kept: int | None) -> None:
+    """Stop before a non-finite update reaches the weights, so the checkpoints on disk stay good."""
+    if math.isfinite(loss) and (norm is None or bool(torch.isfinite(norm))):
+        return
+    what = "gradient" if math.isfinite(loss) else "loss"
+    kept_note = f"kept the last good checkpoint (step {kept})" if kept else "no checkpoint was saved before it"
+    raise SpeechLLMError(f"{out_dir}: non-finite {what} at step {step}; {kept_note}")
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Keep the log's records up to ``step``: the steps after it are trained (and logged) again.
+
+    A line cut short by a kill is dropped too.
+    """
+    if not path.is_file():
+        return
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+            records.append(record)
+    write_jsonl(path, records)
 
 
 def _log(path: Path, record: dict[str, Any]) -> None:
@@ -166,7 +360,11 @@ def seed_everything(seed: int) -> None:
 
 
 def train(job: TrainJob, config: TrainConfig, track: Track) -> TrainReport:
-    """Train ``job.model`` for ``config.steps`` steps, resuming from ``job.out_dir/checkpoint`` if present."""
+    """Train ``job.model`` for ``config.steps`` steps, resuming from the newest good checkpoint if there is one.
+
+    Raises :class:`SpeechLLMError` on a non-finite loss or gradient, before the update, so that the
+    checkpoints on disk stay good.
+    """
     from accelerate import Accelerator
 
     seed_everything(config.seed)
@@ -174,38 +372,43 @@ def train(job: TrainJob, config: TrainConfig, track: Track) -> TrainReport:
     params = [p for p in job.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
-    cursor = BatchCursor(job.lengths, config)
-    checkpoint = _checkpoint_path(job.out_dir)
-    start = _restore(checkpoint, job.model, optimizer, scheduler, cursor) if checkpoint.is_file() else 0
+    run = _Run(job.model, optimizer, scheduler, BatchCursor(job.lengths, config))
+    root = job.out_dir / CHECKPOINTS
+    start = _resume(root, run)
+    kept = start or None
     model, optimizer, scheduler = accelerator.prepare(job.model, optimizer, scheduler)
     log_path = job.out_dir / "train_log.jsonl"
     job.out_dir.mkdir(parents=True, exist_ok=True)
-    first = last = None
+    if accelerator.is_main_process:
+        _trim_log(log_path, start)
     started = time.time()
     model.train()
     description = "training" if start == 0 else f"training (resumed at step {start})"
     for step in track(range(start, config.steps), config.steps - start, description):
         total = 0.0
         for micro in range(config.grad_accum):
-            indices = cursor.next()[accelerator.process_index::accelerator.num_processes]
+            indices = run.cursor.next()[accelerator.process_index::accelerator.num_processes]
             batch = job.collate([job.items[i] for i in indices], step_generator(config.seed, step * 1000 + micro),
                                 step / config.steps)
             with accelerator.autocast():
                 loss = job.loss(model, batch) / config.grad_accum
             accelerator.backward(loss)
             total += float(loss.detach())
-        accelerator.clip_grad_norm_(params, config.grad_clip)
+        norm = accelerator.clip_grad_norm_(params, config.grad_clip)
+        done = step + 1
+        _require_finite(job.out_dir, done, total, norm, kept)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        first = total if first is None else first
-        last = total
-        done = step + 1
+        run.first_loss = total if run.first_loss is None else run.first_loss
+        run.last_loss = total
         if accelerator.is_main_process and (done % config.log_every == 0 or done == config.steps):
             _log(log_path, {"step": done, "loss": round(total, 5), "lr": scheduler.get_last_lr()[0],
-                            "epoch": cursor.epoch, "seconds": round(time.time() - started, 2)})
-        if accelerator.is_main_process and (done % config.checkpoint_every == 0 or done == config.steps):
-            _save(checkpoint, accelerator.unwrap_model(model), optimizer, scheduler, cursor, done)
+                            "epoch": run.cursor.epoch, "seconds": round(time.time() - started, 2)})
+        if done % config.checkpoint_every == 0 or done == config.steps:
+            if accelerator.is_main_process:
+                _save(root, run, done, kept)
+            kept = done
         accelerator.wait_for_everyone()
     model.eval()
-    return TrainReport(config.steps, start, first, last, time.time() - started)
+    return TrainReport(config.steps, start, run.first_loss, run.last_loss, time.time() - started)
