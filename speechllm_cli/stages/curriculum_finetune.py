@@ -11,7 +11,6 @@ those outputs into the SLU table and plot.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections import Counter
@@ -24,14 +23,15 @@ from pydantic import NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
-from speechllm_cli.common.io import file_digest, write_json, write_jsonl
+from speechllm_cli.common.names import Name
+from speechllm_cli.common.io import write_json, write_jsonl
 from speechllm_cli.core.llm import LLMConfig
 from speechllm_cli.core.projector import ProjectorConfig
 from speechllm_cli.core.speech_llm import GenerationConfig
 from speechllm_cli.core.train_config import TrainConfig
 from speechllm_cli.data.budget import budget_count, ranked, speech_subset
 from speechllm_cli.stages.inputs import encoder_dir, load_text_set, load_trained_encoder, text_set_path
-from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, settings_key, status
+from speechllm_cli.stages.runner import Context, StageResult, Unit, input_digests, run_units, settings_key, status
 from speechllm_cli.stages.schedules import PRESETS, PhaseConfig
 from speechllm_cli.stages.speech_llm_io import system_dir
 
@@ -44,28 +44,28 @@ if TYPE_CHECKING:
 class TrackConfig(StrictModel):
     """Names are text sets (``prepare_text.sets``); ``speech`` and ``test`` must be made from splits."""
 
-    text: str
+    text: Name
     """Transcripts and SLU frames for the text and cps inputs."""
-    speech: str
+    speech: Name
     """The utterances whose speech the budget draws from (another language's, in a cross-lingual track)."""
     target_speech: NonNegativeInt = 0
     """Utterances of ``text``'s own split whose speech is added at every budget (a few target-language
     recordings in a cross-lingual track)."""
-    test: str
+    test: Name
 
 
 class CurriculumConfig(StrictModel):
-    init: str | None = "tasu"
+    init: Name | None = "tasu"
     """The align system whose projector (and LoRA) every run starts from; None starts from scratch."""
     llm: LLMConfig | None = None
     """None: align.llm (required when init is set, since the init system's LoRA must fit it)."""
     projector: ProjectorConfig | None = None
     """None: align.projector."""
     instruction: str = "Give the scenario, action and entities of the command as JSON."
-    tracks: dict[str, TrackConfig]
-    schemes: list[str] = list(PRESETS)
+    tracks: dict[Name, TrackConfig]
+    schemes: list[Name] = list(PRESETS)
     """Preset names or names under ``schedules``."""
-    schedules: dict[str, list[PhaseConfig]] = {}
+    schedules: dict[Name, list[PhaseConfig]] = {}
     budgets: list[float] = [0, 5, 25, 100]
     """Percent of the ``speech`` set's utterances whose speech may be used."""
     epochs: PositiveFloat = 1.0
@@ -225,24 +225,13 @@ class PhasePlan:
         return dict(Counter(e.kind for e in self.examples))
 
 
-@functools.cache
-def _digest(path: Path) -> str:
-    return file_digest(path) if path.exists() else "missing"
-
-
-def _digests(context: Context, paths: Iterable[Path]) -> dict[str, str]:
-    """Content digests by path inside the experiment, so that phase keys do not depend on where it lives.
-    Cached for the process: inputs of this stage do not change while it runs."""
-    return {str(path.relative_to(context.exp_dir)): _digest(path) for path in paths}
-
-
 def _plan(context: Context, config: CurriculumConfig, spec: ModelSpec, cell: Cell,
           by_kind: dict[str, list[Example]], speech_ids: list[str]) -> list[PhasePlan]:
     schedule = config.schedules.get(cell.scheme) or PRESETS[cell.scheme](config.epochs, config.lr)
     available = {kind: len(pool) for kind, pool in by_kind.items()}
     track = config.tracks[cell.track]
-    inputs = _digests(context, (text_set_path(context, track.text), text_set_path(context, track.speech),
-                                encoder_dir(context)))
+    inputs = input_digests(context.exp_dir, (text_set_path(context, track.text), text_set_path(context, track.speech),
+                                             encoder_dir(context)))
     shared = {"inputs": inputs, "warmup_ratio": config.warmup_ratio, "max_target_tokens": config.max_target_tokens,
               "model": {"llm": spec.llm.model_dump(mode="json"), "projector": spec.projector.model_dump(mode="json"),
                         "instruction": spec.instruction},
@@ -251,8 +240,8 @@ def _plan(context: Context, config: CurriculumConfig, spec: ModelSpec, cell: Cel
     previous = system_dir(context, config.init) if config.init is not None else None
     chain = "scratch"
     if previous is not None:
-        chain = settings_key({"init": config.init, "weights": _digests(context, (previous / "projector",
-                                                                                 previous / "lora"))}, [])
+        weights = input_digests(context.exp_dir, (previous / "projector", previous / "lora"))
+        chain = settings_key({"init": config.init, "weights": weights})
     plans = []
     for index, phase in enumerate(schedule):
         effective = phase.effective(available)
@@ -264,7 +253,7 @@ def _plan(context: Context, config: CurriculumConfig, spec: ModelSpec, cell: Cel
         pools_used = {kind: (speech_ids, track.speech, track.target_speech) if kind == "speech" else track.text
                       for kind in effective.inputs}
         settings = {"previous": chain, "phase": effective.model_dump(mode="json"), "pools": pools_used, **shared}
-        chain = settings_key(settings, [])
+        chain = settings_key(settings)
         folder = curriculum_dir(context) / "phases" / chain[:16]
         examples = [e for kind, weight in effective.inputs.items()
                     for e in _draw(by_kind[kind], weight, config.train.seed)]

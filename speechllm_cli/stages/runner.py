@@ -3,15 +3,20 @@
 A stage splits its work into units (a split, a text set, a model). A unit is skipped when its
 folder holds a ``.done`` marker whose key matches the hash of its config and inputs; otherwise it
 runs, and the marker is written last, so a killed unit simply runs again.
+
+Keys are the one scheme every stage and cache uses: settings plus the *content* of each input, named by
+its path relative to the experiment folder (so a moved folder keeps its keys). A split manifest's content
+includes the audio files it points to, so re-recorded audio under the same names is new work.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from speechllm_cli.common.config import dump
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import file_digest, write_json, write_text
+from speechllm_cli.common.names import inside
 from speechllm_cli.data.sources import Track, no_progress
 
 if TYPE_CHECKING:
@@ -71,17 +77,57 @@ class StageResult:
     rows: list[list[str]] = field(default_factory=list)
 
 
-def settings_key(settings: dict[str, Any], inputs: list[Path]) -> str:
-    """A hash of settings and of the inputs' contents: equal keys mean equal work."""
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for path in inputs:
-        digest.update(str(path).encode())
-        digest.update(file_digest(path).encode() if path.exists() else b"missing")
+CUTS = "cuts.jsonl.gz"
+_audio_digests: dict[tuple[str, int, int], str] = {}
+
+
+def _audio_digest(path: Path) -> str:
+    """Memoised per process by size and mtime: every unit of a stage names the same split's audio."""
+    stat = path.stat()
+    memo = (str(path), stat.st_size, stat.st_mtime_ns)
+    if memo not in _audio_digests:
+        _audio_digests[memo] = file_digest(path)
+    return _audio_digests[memo]
+
+
+def _manifest_audio(path: Path) -> list[Path]:
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    sources = {source["source"] for row in rows for source in row.get("recording", {}).get("sources", [])
+               if source.get("type") == "file"}
+    return [Path(source) for source in sorted(sources)]
+
+
+def input_digest(path: Path) -> str:
+    """Content hash of one input: a file, a folder, or a split manifest together with its audio."""
+    if not path.exists():
+        return "missing"
+    if path.name != CUTS:
+        return file_digest(path)
+    digest = hashlib.sha256(file_digest(path).encode())
+    for audio in _manifest_audio(path):
+        digest.update(_audio_digest(audio).encode() if audio.is_file() else b"missing")
     return digest.hexdigest()
 
 
-def unit_key(unit: Unit) -> str:
-    return settings_key(unit.settings, unit.inputs)
+def input_digests(root: Path, paths: Iterable[Path]) -> dict[str, str]:
+    """Digests by path relative to ``root`` (the experiment folder) where the input lives inside it."""
+    base = root.resolve()
+    named = {}
+    for path in paths:
+        resolved = path.resolve()
+        named[str(resolved.relative_to(base)) if resolved.is_relative_to(base) else str(path)] = input_digest(path)
+    return named
+
+
+def settings_key(settings: dict[str, Any], digests: dict[str, str] | None = None) -> str:
+    """A hash of settings and of input digests: equal keys mean equal work."""
+    payload = {"settings": settings, "inputs": digests or {}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def unit_key(unit: Unit, root: Path) -> str:
+    return settings_key(unit.settings, input_digests(root, unit.inputs))
 
 
 def read_marker(path: Path) -> dict[str, Any] | None:
@@ -103,7 +149,8 @@ def _claim_partial_work(out_dir: Path, key: str, force: bool) -> None:
 def run_units(context: Context, units: list[Unit]) -> list[Outcome]:
     outcomes = []
     for unit in units:
-        key = unit_key(unit)
+        inside(context.exp_dir, unit.out_dir)
+        key = unit_key(unit, context.exp_dir)
         marker = read_marker(unit.out_dir / MARKER)
         if not context.force and marker is not None and marker.get("key") == key:
             outcomes.append(Outcome(unit, marker.get("stats", {}), reused=True))
