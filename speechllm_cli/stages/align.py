@@ -19,6 +19,7 @@ from pydantic import PositiveInt, model_validator
 
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.common.names import Name
 from speechllm_cli.core.calibration import LevelSchedule, SimulatorConfig
 from speechllm_cli.core.llm import LLMConfig
 from speechllm_cli.core.posteriors import CPSConfig, LSDConfig
@@ -36,10 +37,10 @@ if TYPE_CHECKING:
 
 class AlignSystemConfig(StrictModel):
     mode: Literal["cps", "calibrated", "paired"]
-    text_sets: list[str] = []
+    text_sets: list[Name] = []
     """cps, calibrated: the text sets to simulate posteriors from. paired: the set holding the split's
     transcripts."""
-    split: str | None = None
+    split: Name | None = None
     """paired: the split whose speech gives real posteriors."""
     levels: list[tuple[float, float]] = [(0.0, 1.0)]
     """calibrated: the simulated error level as (training progress 0..1, level) points, linear in between:
@@ -64,7 +65,7 @@ class AlignConfig(StrictModel):
     calibrated: SimulatorConfig = SimulatorConfig()
     """The calibrated simulation's priors and error cap, for systems in calibrated mode."""
     lsd: LSDConfig = LSDConfig()
-    systems: dict[str, AlignSystemConfig]
+    systems: dict[Name, AlignSystemConfig]
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """Training arithmetic: bf16 autocast or fp32; auto picks bf16 on CUDA and fp32 on CPUs (where bf16
     autocast measured 0.58x the speed of fp32, bench/align_bench.py)."""

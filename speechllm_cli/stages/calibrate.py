@@ -18,6 +18,7 @@ from pydantic import PositiveInt
 
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.common.names import Name
 from speechllm_cli.common.io import write_json
 from speechllm_cli.core.posteriors import LSDConfig
 from speechllm_cli.stages.inputs import cuts_path, encoder_dir, load_text_set, load_trained_encoder, text_set_path
@@ -33,11 +34,11 @@ MISMATCH_PLOT = "plots/posterior_mismatch.png"
 
 
 class CalibrateConfig(StrictModel):
-    split: str = "dev"
+    split: Name = "dev"
     """The paired split to measure the encoder on: not one it trained on, never a test split."""
-    text_set: str = "dev"
+    text_set: Name = "dev"
     """The text set holding that split's transcripts."""
-    compare: dict[str, str] = {}
+    compare: dict[Name, Name] = {}
     """More paired splits to report beside it, split -> its text set (e.g. ``train: train``)."""
     top_k: PositiveInt = 16
     """Units kept per frame template (the rest of a frame's mass is spread evenly)."""
