@@ -1,12 +1,17 @@
-"""The command line: every stage exists, documents its options and fails honestly when not built."""
+"""The command line: every stage exists, documents its options, answers --help at once, fails in one line."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-STAGES = ["prepare-data", "prepare-text", "train-encoder", "align", "curriculum-finetune", "distill",
-          "decode", "score"]
-PLANNED = ["distill"]
+from tests.conftest import REPO
+
+STAGES = ["prepare-data", "prepare-text", "train-encoder", "calibrate", "align", "decode", "curriculum-finetune",
+          "score"]
+HEAVY = ("torch", "transformers", "peft", "lhotse")
 
 
 def test_help_lists_every_stage(cli) -> None:
@@ -24,11 +29,22 @@ def test_every_stage_documents_the_common_options(cli, stage: str) -> None:
         assert option in result.stdout
 
 
-@pytest.mark.parametrize("stage", PLANNED)
-def test_planned_stage_fails_with_one_line(cli, stage: str) -> None:
-    result = cli(stage, "--recipe", "tiny")
-    assert result.returncode == 1
-    assert result.stderr.strip() == f"error: speechllm {stage}: not implemented yet"
+@pytest.mark.parametrize("args", [["--help"], *([stage, "--help"] for stage in STAGES)])
+def test_help_imports_no_model_library(args: list[str]) -> None:
+    """--help must answer at once: torch, transformers, peft and lhotse are imported only by running stages."""
+    probe = ("import sys; from typer.main import get_command; from speechllm_cli.cli.app import app\n"
+             f"try:\n    get_command(app).main({args!r}, prog_name='speechllm')\nexcept SystemExit as e:\n"
+             "    assert e.code == 0, e.code\n"
+             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_unbuilt_stages_are_not_offered(cli) -> None:
+    result = cli("distill", "--recipe", "tiny")
+    assert result.returncode == 2
+    assert "No such command 'distill'" in result.stderr
 
 
 def test_curriculum_finetune_before_its_inputs_exist_is_one_line(cli) -> None:

@@ -62,7 +62,7 @@ def test_set_overrides_are_typed_and_validated() -> None:
     recipe = load_recipe("tiny", ["prepare_data.mini.seed=7", "prepare_text.tokenizer.vocab_size=64"])
     assert recipe.config.prepare_data.mini.seed == 7
     assert recipe.config.prepare_text.tokenizer.vocab_size == 64
-    with pytest.raises(SpeechLLMError, match=r"--set: prepare_data.mini.seed: .*'x'"):
+    with pytest.raises(SpeechLLMError, match=r"command line: prepare_data.mini.seed: .*'x'"):
         load_recipe(None, ["prepare_data.source=mini", "prepare_data.mini.seed=x"])
     with pytest.raises(SpeechLLMError, match="expected section.key=value"):
         apply_overrides({}, ["novalue"])

@@ -1,29 +1,36 @@
-"""The ``speechllm`` command: parse options, load the recipe config, run one stage, print its summary."""
+"""The ``speechllm`` command: parse options, load the recipe config, run one stage, print its summary.
+
+Stages, configs and models are imported only when a command runs, so ``--help`` answers at once (torch
+and transformers take seconds to import). Values of options are taken literally, and messages are printed
+without markup interpretation, since both carry user paths and names.
+"""
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
-from collections.abc import Iterable
+import traceback
+from collections.abc import Callable, Iterable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
+from rich.text import Text
 
 import speechllm_cli
 from speechllm_cli.common.errors import SpeechLLMError
-from speechllm_cli.stages.recipe import load_recipe
-from speechllm_cli.stages.registry import STAGES
-from speechllm_cli.stages.runner import Context, StageResult
+
+if TYPE_CHECKING:
+    from speechllm_cli.stages.runner import Context, StageResult
 
 T = TypeVar("T")
-out = Console()
-err = Console(stderr=True)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+_debug = False
 
 app = typer.Typer(
     name="speechllm",
@@ -46,7 +53,7 @@ ExpDirOpt = Annotated[Path | None, typer.Option(
     "--exp-dir", metavar="DIR", help="Experiment folder for all outputs. Default: exp/<recipe name>.")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", "-s", metavar="SECTION.KEY=VALUE",
-    help="Override a config value (YAML-parsed), e.g. --set prepare_data.mini.seed=3. Repeatable.")]
+    help="Override a config value (the value is read as YAML), e.g. --set prepare_data.mini.seed=3. Repeatable.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun even when the stage's outputs are up to date.")]
 BadInputOpt = Annotated[OnBadInput | None, typer.Option(
     "--on-bad-input", case_sensitive=False,
@@ -65,30 +72,61 @@ def _print(result: StageResult) -> None:
         for index, column in enumerate(result.columns):
             table.add_column(column, no_wrap=index == 0)
         for row in result.rows:
-            table.add_row(*row)
+            table.add_row(*(Text(cell) for cell in row))
         out.print(table)
-    out.print(result.summary, soft_wrap=True)
+    out.print(Text(result.summary), soft_wrap=True)
 
 
-def _context(recipe: str | None, exp_dir: Path | None, sets: list[str] | None, force: bool,
-             extra: list[str] | None) -> Context:
-    loaded = load_recipe(recipe, [*(sets or []), *(extra or [])])
-    command = shlex.join(["speechllm", *sys.argv[1:]])
-    return Context(loaded.config, exp_dir or Path("exp") / loaded.config.name, force, _progress, command)
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    """Print ``error: message`` on one line of stderr (the message literally) and give the exit to raise."""
+    err.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
+    return typer.Exit(code)
 
 
-def _execute(stage: str, recipe: str | None, exp_dir: Path | None, sets: list[str] | None, force: bool,
-             extra: list[str] | None = None) -> None:
-    """Run one stage; a :class:`SpeechLLMError` becomes one line on stderr and exit status 1."""
+def _guarded(action: Callable[[], T]) -> T:
+    """Run ``action``; a failure the user can fix is one line and exit 1 (``--debug`` adds the traceback)."""
     try:
-        context = _context(recipe, exp_dir, sets, force, extra)
-        _print(STAGES[stage](context))
-    except SpeechLLMError as error:
-        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        return action()
     except KeyboardInterrupt:
         err.print("interrupted; rerun the same command to resume")
         raise typer.Exit(130) from None
+    except Exception as error:  # noqa: BLE001 - every failure becomes one line; --debug shows the rest
+        if _debug:
+            traceback.print_exc()
+        raise _fail(_describe(error)) from None
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, SpeechLLMError):
+        return str(error)
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.filename}: {error.strerror or error}"
+    return f"unexpected {type(error).__name__}: {error} (rerun with --debug for the traceback)"
+
+
+Values = dict[str, Any]
+"""Config values given by command-line options, by dotted key: taken literally, never parsed."""
+
+
+def _context(recipe: str | None, exp_dir: Path | None, sets: list[str] | None, force: bool,
+             values: Values | None) -> Context:
+    from speechllm_cli.stages.recipe import load_recipe
+    from speechllm_cli.stages.runner import Context
+
+    loaded = load_recipe(recipe, sets or [], values or {})
+    folder = exp_dir or Path("exp") / loaded.config.name
+    if folder.exists() and not folder.is_dir():
+        raise SpeechLLMError(f"--exp-dir {folder}: is a file, not a folder")
+    command = shlex.join(["speechllm", *sys.argv[1:]])
+    return Context(loaded.config, folder, force, _progress, command)
+
+
+def _execute(stage: str, recipe: str | None, exp_dir: Path | None, sets: list[str] | None, force: bool,
+             values: Values | None = None) -> None:
+    """Run one stage and print its summary."""
+    from speechllm_cli.stages.registry import STAGES
+
+    _guarded(lambda: _print(STAGES[stage](_context(recipe, exp_dir, sets, force, values))))
 
 
 def _version(value: bool) -> None:
@@ -99,8 +137,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                               help="Print the version and exit.")] = False) -> None:
+                                               help="Print the version and exit.")] = False,
+         debug: Annotated[bool, typer.Option("--debug", help="Show the traceback behind an error message.")] = False,
+         ) -> None:
     """Build speech LLMs mostly from text: staged recipes from data preparation to scoring."""
+    global _debug
+    _debug = debug
 
 
 @app.command("prepare-data")
@@ -122,21 +164,18 @@ def prepare_data(
                                             "librispeech); overrides prepare_data.librispeech.corpus_dir.")] = None,
 ) -> None:
     """Corpora -> validated lhotse CutSets in <exp>/data/<split>/cuts.jsonl.gz."""
-    extra = [] if on_bad_input is None else [f"prepare_data.on_bad_input={on_bad_input.value}"]
+    values: Values = {} if on_bad_input is None else {"prepare_data.on_bad_input": on_bad_input.value}
     if (kaldi_dir or tsv) and not split:
-        err.print("[bold red]error:[/] --kaldi-dir and --tsv need --split NAME")
-        raise typer.Exit(2)
+        raise _fail("--kaldi-dir and --tsv need --split NAME", 2)
     if kaldi_dir and tsv:
-        err.print("[bold red]error:[/] give either --kaldi-dir or --tsv, not both")
-        raise typer.Exit(2)
-    for kind, path in (("kaldi", kaldi_dir), ("tsv", tsv)):
+        raise _fail("give either --kaldi-dir or --tsv, not both", 2)
+    for kind, key, path in (("kaldi", "dir", kaldi_dir), ("tsv", "file", tsv)):
         if path is not None:
-            key = "dir" if kind == "kaldi" else "file"
-            extra += [f"prepare_data.source={kind}", f"prepare_data.{kind}.{key}={path}",
-                      f"prepare_data.{kind}.split={split}"]
+            values |= {"prepare_data.source": kind, f"prepare_data.{kind}.{key}": str(path),
+                       f"prepare_data.{kind}.split": split}
     if corpus_dir is not None:
-        extra.append(f"prepare_data.librispeech.corpus_dir={corpus_dir}")
-    _execute("prepare-data", recipe, exp_dir, set_, force, extra)
+        values["prepare_data.librispeech.corpus_dir"] = str(corpus_dir)
+    _execute("prepare-data", recipe, exp_dir, set_, force, values)
 
 
 @app.command("prepare-text")
@@ -148,35 +187,31 @@ def prepare_text(
     on_bad_input: BadInputOpt = None,
 ) -> None:
     """Normalised text-only sets (<exp>/text/<set>.jsonl) and the CTC sentencepiece tokenizer."""
-    extra = [] if on_bad_input is None else [f"prepare_text.on_bad_input={on_bad_input.value}"]
-    _execute("prepare-text", recipe, exp_dir, set_, force, extra)
+    values = {} if on_bad_input is None else {"prepare_text.on_bad_input": on_bad_input.value}
+    _execute("prepare-text", recipe, exp_dir, set_, force, values)
 
 
 _STAGE_HELP = {
     "train-encoder": "Train the CTC acoustic encoder on a recipe's paired speech (or import a pretrained one).",
     "calibrate": "Measure the encoder's errors and frame shapes on a paired dev split (for calibrated simulation) "
                  "and report simulated against real posteriors.",
-    "distill": "SALAD: cross-modal distillation from the text LLM, with active selection.",
     "score": "WER/CER and SLU metrics; writes RESULTS.md.",
 }
 
 
 def _register(name: str) -> None:
-    """A stage whose only options are the common ones; one not built yet says so and exits 1."""
+    """A stage whose only options are the common ones."""
 
     def command(recipe: RecipeOpt = None, exp_dir: ExpDirOpt = None, set_: SetOpt = None,
                 force: ForceOpt = False) -> None:
-        if name not in STAGES:
-            err.print(f"[bold red]error:[/] speechllm {name}: not implemented yet")
-            raise typer.Exit(1)
         _execute(name, recipe, exp_dir, set_, force)
 
-    command.__doc__ = _STAGE_HELP[name] + ("" if name in STAGES else " (Not implemented yet.)")
+    command.__doc__ = _STAGE_HELP[name]
     app.command(name)(command)
 
 
-for _name in _STAGE_HELP:
-    _register(_name)
+_register("train-encoder")
+_register("calibrate")
 
 
 @app.command("align")
@@ -190,26 +225,60 @@ def align(
 ) -> None:
     """Train projectors (and LoRA) that feed CTC posteriors to the LLM: from text only (TASU's or the calibrated
     simulation) or from real posteriors (paired, TTS). Without --system, every system of the recipe."""
-    extra = ([f"align.systems={json.dumps(_only(recipe, set_, '--system', 'align', 'systems', system))}"]
-             if system else [])
-    _execute("align", recipe, exp_dir, set_, force, extra)
+    values = {"align.systems": _only(recipe, set_, "--system", "align", "systems", system)} if system else {}
+    _execute("align", recipe, exp_dir, set_, force, values)
 
 
 def _only(recipe: str | None, sets: list[str] | None, option: str, section: str, field: str,
-          names: list[str]) -> dict[str, object]:
-    """``section.field`` of the recipe narrowed to ``names``, for ``--set`` (an unknown name is an error)."""
-    try:
-        config = getattr(load_recipe(recipe, sets or []).config, section)
+          names: list[str]) -> Any:
+    """``section.field`` of the recipe narrowed to ``names`` (an unknown name is an error)."""
+
+    def narrowed() -> Any:
+        from speechllm_cli.stages.recipe import load_recipe
+
+        config = getattr(load_recipe(recipe, sets or [], {}).config, section)
         if config is None:
             raise SpeechLLMError(f"{option}: the recipe has no {section} section")
         known = getattr(config, field)
         unknown = [name for name in names if name not in known]
         if unknown:
             raise SpeechLLMError(f"{option} {unknown[0]}: not in {section}.{field} (known: {', '.join(known)})")
-    except SpeechLLMError as error:
-        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    return {name: known[name].model_dump(mode="json") for name in names}
+        if isinstance(known, dict):
+            return {name: known[name].model_dump(mode="json") for name in names}
+        return list(names)
+
+    return _guarded(narrowed)
+
+
+@app.command("decode")
+def decode(
+    files: Annotated[list[Path] | None, typer.Argument(
+        help="Audio files to transcribe (printed as file<TAB>hypothesis) instead of the recipe's test splits.",
+        show_default=False)] = None,
+    recipe: RecipeOpt = None,
+    exp_dir: ExpDirOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+    system: Annotated[list[str] | None, typer.Option(
+        "--system", help="With FILEs: the one system that transcribes them (ctc or an align system; default "
+                         "tasu). Without: decode only this system of decode.systems. Repeatable without FILEs.")] = None,
+) -> None:
+    """Zero-shot ASR of the test splits (speech -> encoder -> LSD -> projector -> LLM), or of given files."""
+    if not files:
+        values = {"decode.systems": _only(recipe, set_, "--system", "decode", "systems", system)} if system else {}
+        _execute("decode", recipe, exp_dir, set_, force, values)
+        return
+    if system is not None and len(system) > 1:
+        raise _fail("--system: give one system to transcribe FILEs", 2)
+
+    def transcribe() -> None:
+        from speechllm_cli.stages.decode import transcribe_files
+
+        context = _context(recipe, exp_dir, set_, force, None)
+        for path, text in transcribe_files(context, files, system[0] if system else "tasu"):
+            typer.echo(f"{path}\t{text}")
+
+    _guarded(transcribe)
 
 
 @app.command("curriculum-finetune")
@@ -228,38 +297,14 @@ def curriculum_finetune(
 ) -> None:
     """Fine-tune under limited speech (text-only, direct mixing, curriculum, TASU then speech) and decode the
     test set with speech and with text input. Without --track/--scheme/--budget, runs the whole sweep."""
-    extra = [f"curriculum_finetune.{key}={json.dumps(values)}"
-             for key, values in (("schemes", scheme), ("budgets", budget)) if values]
+    values: Values = {f"curriculum_finetune.{key}": chosen
+                      for key, chosen in (("schemes", scheme), ("budgets", budget)) if chosen}
     if track:
-        extra.append("curriculum_finetune.tracks="
-                     + json.dumps(_only(recipe, set_, "--track", "curriculum_finetune", "tracks", track)))
-    _execute("curriculum-finetune", recipe, exp_dir, set_, force, extra)
+        values["curriculum_finetune.tracks"] = _only(recipe, set_, "--track", "curriculum_finetune", "tracks", track)
+    _execute("curriculum-finetune", recipe, exp_dir, set_, force, values)
 
 
-@app.command("decode")
-def decode(
-    files: Annotated[list[Path] | None, typer.Argument(
-        help="Audio files to transcribe (printed as file<TAB>hypothesis) instead of the recipe's test splits.",
-        show_default=False)] = None,
-    recipe: RecipeOpt = None,
-    exp_dir: ExpDirOpt = None,
-    set_: SetOpt = None,
-    force: ForceOpt = False,
-    system: Annotated[str, typer.Option(
-        "--system", help="System for AUDIO files: ctc or an align system name.")] = "tasu",
-) -> None:
-    """Zero-shot ASR of the test splits (speech -> encoder -> LSD -> projector -> LLM), or of given files."""
-    if not files:
-        _execute("decode", recipe, exp_dir, set_, force)
-        return
-    from speechllm_cli.stages.decode import transcribe_files
-
-    try:
-        for path, text in transcribe_files(_context(recipe, exp_dir, set_, force, None), files, system):
-            typer.echo(f"{path}\t{text}")
-    except SpeechLLMError as error:
-        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+_register("score")
 
 
 @app.command("import-model")
@@ -273,9 +318,5 @@ def import_model(
     """Convert a checkpoint into a Hugging Face folder that from_pretrained (and every recipe) loads."""
     from speechllm_cli.stages.import_model import import_model as convert
 
-    try:
-        written = convert(kind, source, target)
-    except SpeechLLMError as error:
-        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    out.print(f"import-model: {source} ({kind}) -> {written}", soft_wrap=True)
+    written = _guarded(lambda: convert(kind, source, target))
+    out.print(Text(f"import-model: {source} ({kind}) -> {written}"), soft_wrap=True)

@@ -66,24 +66,39 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _node(data: dict[str, Any], dotted: str, origin: str) -> tuple[dict[str, Any], str]:
+    """The mapping that holds ``dotted``'s last key (created on the way), and that key."""
+    keys = dotted.strip().split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise SpeechLLMError(f"{origin}: {key} is not a section")
+        node = child
+    return node, keys[-1]
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` overrides; values are parsed as YAML (``3`` is an int, ``[a, b]`` a list)."""
+    """Apply ``--set section.key=value`` overrides; values are parsed as YAML (``3`` is an int, ``[a, b]`` a list)."""
     result = copy.deepcopy(data)
     for override in overrides:
         dotted, sep, raw = override.partition("=")
         if not sep or not dotted.strip():
             raise SpeechLLMError(f"--set {override!r}: expected section.key=value")
-        keys = dotted.strip().split(".")
-        node = result
-        for key in keys[:-1]:
-            child = node.setdefault(key, {})
-            if not isinstance(child, dict):
-                raise SpeechLLMError(f"--set {override!r}: {key} is not a section")
-            node = child
+        node, key = _node(result, dotted, f"--set {override!r}")
         try:
-            node[keys[-1]] = yaml.safe_load(raw)
+            node[key] = yaml.safe_load(raw)
         except yaml.YAMLError:
             raise SpeechLLMError(f"--set {override!r}: value is not valid YAML") from None
+    return result
+
+
+def apply_values(data: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys to values taken literally (a path or name from a command-line option is never parsed)."""
+    result = copy.deepcopy(data)
+    for dotted, value in values.items():
+        node, key = _node(result, dotted, dotted)
+        node[key] = value
     return result
 
 

@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import json
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import atomic_dir
+
+# peft probes this deprecated transformers attribute on every wrap; the warning would precede every stage's output.
+warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*is deprecated", category=FutureWarning)
 
 PLACEHOLDER = "<|speechllm:speech-positions|>"
 """Stands for the inserted positions while the chat template is rendered; no tokenizer knows it."""

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import speechllm_cli
-from speechllm_cli.common.config import StrictModel, apply_overrides, read_yaml, validate
+from speechllm_cli.common.config import StrictModel, apply_overrides, apply_values, read_yaml, validate
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.stages.align import AlignConfig
 from speechllm_cli.stages.calibrate import CalibrateConfig
@@ -55,12 +56,15 @@ def find_recipe(name_or_path: str) -> Path:
                          f"recipes/{name_or_path}/config.yaml and {RECIPES_DIR / name_or_path})")
 
 
-def load_recipe(name_or_path: str | None, overrides: list[str]) -> Recipe:
-    """Read, override and validate a recipe config; ``None`` gives an empty ad-hoc recipe."""
+def load_recipe(name_or_path: str | None, overrides: list[str], values: dict[str, Any] | None = None) -> Recipe:
+    """Read, override and validate a recipe config; ``None`` gives an empty ad-hoc recipe.
+
+    ``overrides`` are ``--set`` strings (YAML values); ``values`` come from typed options and are literal.
+    """
     if name_or_path is None:
-        data, path, source = {"name": ADHOC}, None, "--set"
+        data, path, source = {"name": ADHOC}, None, "command line"
     else:
         path = find_recipe(name_or_path)
         data, source = read_yaml(path), str(path)
-    data = apply_overrides(data, overrides)
+    data = apply_values(apply_overrides(data, overrides), values or {})
     return Recipe(validate(RecipeConfig, data, source), path)

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from speechllm_cli.common.cache import cache_root
-from speechllm_cli.stages.runner import Context
+from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.stages.runner import MARKER, Context
 
 if TYPE_CHECKING:
     from speechllm_cli.core.encoders import CTCEncoder
@@ -77,6 +78,10 @@ def load_weights(model: SpeechLLM, folder: Path, lora: bool) -> None:
 
 
 def load_trained(context: Context, config: AlignConfig, encoder: CTCEncoder, system: str) -> tuple[SpeechLLM, object]:
+    """The trained system; only a finished ``align`` unit counts (a killed one has no marker)."""
+    folder = system_dir(context, system)
+    if not (folder / MARKER).is_file():
+        raise SpeechLLMError(f"{folder}: align system {system!r} is not trained yet (run align first)")
     model, tokenizer = build_speech_llm(context, config, encoder)
     load_weights(model, system_dir(context, system), config.llm.lora is not None)
     return model.eval(), tokenizer
