@@ -107,6 +107,27 @@ def test_encoder_and_alignment_outputs(tiny) -> None:
     assert json.loads((exp / "align/tasu/.done").read_text())["stats"]["examples"] == 100
 
 
+def _jiwer_rates(hyps: Path) -> tuple[float, float, int]:
+    """WER, CER and reference word count recomputed from a ``hyps.jsonl`` with jiwer's own corpus rates.
+
+    Independent of ``metrics.asr`` (which counts jiwer's alignments itself): only the recipe's normaliser is
+    shared, since the score is defined on normalised text; characters exclude whitespace as the score's do.
+    """
+    import jiwer
+    import yaml
+
+    from speechllm_cli.data.normalize import NormalizerConfig, normalize
+
+    config = yaml.safe_load((REPO / "recipes/tiny/config.yaml").read_text(encoding="utf-8"))
+    normalizer = NormalizerConfig(**config["prepare_text"]["normalize"])
+    rows = [json.loads(line) for line in hyps.read_text().splitlines()]
+    refs = [normalize(r["ref"], normalizer) for r in rows]
+    outs = [normalize(r["hyp"], normalizer) for r in rows]
+    wer = jiwer.wer(refs, outs)
+    cer = jiwer.cer(["".join(t.split()) for t in refs], ["".join(t.split()) for t in outs])
+    return wer, cer, sum(len(t.split()) for t in refs)
+
+
 def test_decode_and_score_outputs(tiny) -> None:
     exp, run = tiny
     for noise in ("Both `max_new_tokens`", "attention mask is not set", "generation-related arguments"):
@@ -122,7 +143,9 @@ def test_decode_and_score_outputs(tiny) -> None:
             assert decoded["num_utts"] == 6 and decoded["rtf"] > 0
             assert decoded["command"].startswith("speechllm decode --recipe")
             summary = json.loads((exp / "score" / system / split / "summary.json").read_text())
-            assert summary["num_utts"] == 6 and summary["wer"] >= 0 and summary["ref_words"] > 0
+            wer, cer, ref_words = _jiwer_rates(hyps)
+            assert summary["num_utts"] == len(cuts) == 6 and summary["ref_words"] == ref_words
+            assert summary["wer"] == pytest.approx(wer, abs=1e-9) and summary["cer"] == pytest.approx(cer, abs=1e-9)
             assert "\n%WER " in (exp / "score" / system / split / "errors.txt").read_text()
     results = (exp / "RESULTS.md").read_text()
     for name in ("| ctc |", "| tasu |", "| calibrated |", "| tts |", "| paired |", "| whisper |", "test_xdomain",
@@ -131,6 +154,9 @@ def test_decode_and_score_outputs(tiny) -> None:
     whisper = json.loads((exp / "score/whisper/test_newvoice/summary.json").read_text())
     ctc = json.loads((exp / "score/ctc/test_newvoice/summary.json").read_text())
     assert whisper["cer"] < 0.6 and whisper["cer"] < ctc["cer"], "pretrained Whisper beats a 12-step CTC head"
+    whisper_wers = [json.loads((exp / "score/whisper" / split / "summary.json").read_text())["wer"]
+                    for split in ("test_indomain", "test_newvoice", "test_xdomain")]
+    assert max(whisper_wers) < 0.8, f"pretrained Whisper measured at 37, 58 and 8 % WER; got {whisper_wers}"
 
 
 def test_from_scratch_encoder_is_a_recipe_option(tiny, tmp_path: Path) -> None:
