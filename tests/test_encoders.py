@@ -3,6 +3,7 @@ project's Conformer-CTC and for a tiny random Hugging Face wav2vec2 built on dis
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -227,6 +228,37 @@ def test_hf_greedy_text_matches_the_processor(wav2vec2_folder: Path) -> None:
     assert len(set("".join(texts))) > 2
 
 
+def _reference_ctc_nll(log_probs: torch.Tensor, target: list[int], blank: int = BLANK_ID) -> float:
+    """-log P(target | frames) by the textbook CTC forward recursion in float64, written out here so the
+    encoders' loss is checked against something that shares no code with ``torch.nn.functional.ctc_loss``."""
+    extended = [blank]
+    for unit in target:
+        extended += [unit, blank]
+    states = torch.tensor(extended)
+    skip = torch.zeros(len(extended), dtype=torch.bool)
+    skip[2:] = (states[2:] != blank) & (states[2:] != states[:-2])
+    frames = log_probs.double()[:, states]
+    alpha = torch.full((len(extended),), -torch.inf, dtype=torch.float64)
+    alpha[:2] = frames[0, :2]
+    for frame in frames[1:]:
+        stay_or_step = alpha.clone()
+        stay_or_step[1:] = torch.logaddexp(alpha[1:], alpha[:-1])
+        stay_or_step[skip] = torch.logaddexp(stay_or_step[skip], alpha[:-2][skip[2:]])
+        alpha = stay_or_step + frame
+    return -float(torch.logsumexp(alpha[-2:], dim=0))
+
+
+def test_reference_ctc_sums_every_alignment() -> None:
+    """The reference itself, on a case small enough to enumerate: 3 frames, target [1], V = 2, every path
+    whose collapse is [1] (1.., .1., ..1, 11., .11, 111 with blanks elsewhere)."""
+    probs = torch.tensor([[0.6, 0.4], [0.3, 0.7], [0.8, 0.2]])
+    paths = [p for p in itertools.product([0, 1], repeat=3)
+             if [u for i, u in enumerate(p) if u and (i == 0 or p[i - 1] != u)] == [1]]
+    assert len(paths) == 6
+    total = sum(float(probs[0, a] * probs[1, b] * probs[2, c]) for a, b, c in paths)
+    assert _reference_ctc_nll(probs.log(), [1]) == pytest.approx(-torch.log(torch.tensor(total)).item())
+
+
 def test_hf_save_round_trip_and_ctc_loss(wav2vec2_folder: Path, tmp_path: Path) -> None:
     encoder = load_encoder("hf-ctc", wav2vec2_folder)
     encoder.save(tmp_path / "copy")
@@ -235,8 +267,64 @@ def test_hf_save_round_trip_and_ctc_loss(wav2vec2_folder: Path, tmp_path: Path) 
     with torch.no_grad():
         out = loaded(audio)
         assert torch.equal(out.log_probs, encoder(audio).log_probs)
-    loss = loaded.ctc_loss(out, torch.tensor([[1, 2], [3, 0]]), torch.tensor([2, 1]))
-    assert torch.isfinite(loss) and loss > 0
+    targets = [[1, 2, 6, 5], [3]]
+    padded = torch.tensor([[1, 2, 6, 5], [3, 7, 7, 7]])
+    target_lengths = torch.tensor([4, 1])
+    expected = [_reference_ctc_nll(out.log_probs[row, : int(out.lengths[row])], target)
+                for row, target in enumerate(targets)]
+    per_utterance = loaded.ctc_loss(out, padded, target_lengths, reduction="none")
+    torch.testing.assert_close(per_utterance.double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-5,
+                               atol=1e-4)
+    mean = loaded.ctc_loss(out, padded, target_lengths)
+    assert mean.item() == pytest.approx((expected[0] / 4 + expected[1] / 1) / 2, rel=1e-5)
+    concatenated = loaded.ctc_loss(out, torch.tensor([1, 2, 6, 5, 3]), target_lengths, reduction="sum")
+    assert concatenated.item() == pytest.approx(sum(expected), rel=1e-5)
+
+
+def test_hf_ctc_loss_equals_the_models_own_loss_in_its_own_ids(wav2vec2_folder: Path) -> None:
+    """Our loss over the reordered columns (blank moved to 0) must equal what Wav2Vec2ForCTC computes from
+    its own logits and its own ids, blank at 3: a wrong column permutation or length would change it."""
+    from transformers import AutoProcessor, Wav2Vec2ForCTC
+
+    encoder = load_encoder("hf-ctc", wav2vec2_folder)
+    processor = AutoProcessor.from_pretrained(wav2vec2_folder)
+    model = Wav2Vec2ForCTC.from_pretrained(wav2vec2_folder, ctc_loss_reduction="sum").eval()
+    tokens = ["b", "a", "d", "|", "e"]
+    wave = waves(0.4, seed=9)[0]
+    inputs = processor(audio=wave.numpy(), sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        theirs = model(inputs.input_values, labels=torch.tensor([[HF_VOCAB[t] for t in tokens]])).loss
+        ours = encoder.ctc_loss(encoder([wave]), torch.tensor([[encoder.units().index(t) for t in tokens]]),
+                                torch.tensor([len(tokens)]), reduction="sum")
+    assert theirs.item() > 0
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)
+
+
+def test_ctc_loss_counts_an_impossible_alignment_as_zero(conformer: ConformerCTC) -> None:
+    """Targets longer than the frames have no alignment; ``zero_infinity`` makes that 0, not inf, while
+    the possible utterance of the same batch keeps its reference value."""
+    with torch.no_grad():
+        out = conformer(waves(1.0, 0.3, seed=10))
+    short = int(out.lengths[1])
+    targets = torch.tensor([[5, 9, 12] + [0] * short, list(range(1, short + 4))])
+    lengths = torch.tensor([3, short + 3])
+    losses = conformer.ctc_loss(out, targets, lengths, reduction="none")
+    assert losses[1].item() == 0.0
+    assert losses[0].item() == pytest.approx(_reference_ctc_nll(out.log_probs[0, : int(out.lengths[0])], [5, 9, 12]),
+                                             rel=1e-5)
+
+
+def test_conformer_batched_loss_equals_each_utterance_alone(conformer: ConformerCTC) -> None:
+    """Padding neither adds frames to an utterance's alignment nor leaks into its neighbours' loss."""
+    audio = waves(1.1, 0.45, 0.8, seed=11)
+    targets = torch.tensor([[3, 7, 7, 2], [4, 1, 0, 0], [9, 8, 6, 0]])
+    target_lengths = torch.tensor([4, 2, 3])
+    with torch.no_grad():
+        batched = conformer.ctc_loss(conformer(audio), targets, target_lengths, reduction="none")
+        alone = torch.cat([conformer.ctc_loss(conformer([wave]), targets[row:row + 1], target_lengths[row:row + 1],
+                                              reduction="none") for row, wave in enumerate(audio)])
+    assert batched.shape == (3,) and (batched > 0).all()
+    torch.testing.assert_close(batched, alone, rtol=1e-4, atol=1e-4)
 
 
 def test_text_to_ids_round_trips_through_ids_to_text(conformer: ConformerCTC, wav2vec2_folder: Path) -> None:
