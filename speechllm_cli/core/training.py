@@ -139,14 +139,6 @@ class UnreadableCheckpoint(Exception):
     """A saved folder that fails verification; the message is the reason, for a one-line note."""
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_verified(folder: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Tensors (safetensors) and metadata (JSON) with a manifest of their sha256, appearing all at once.
 
@@ -158,19 +150,25 @@ def save_verified(folder: Path, tensors: dict[str, torch.Tensor], meta: dict[str
     with atomic_dir(folder) as tmp:
         save_file({name: value.detach().cpu().contiguous() for name, value in tensors.items()}, str(tmp / TENSORS))
         write_json(tmp / META, meta)
-        write_json(tmp / MANIFEST, {"sha256": {name: _sha256(tmp / name) for name in (TENSORS, META)}})
+        sha256 = {name: hashlib.sha256((tmp / name).read_bytes()).hexdigest() for name in (TENSORS, META)}
+        write_json(tmp / MANIFEST, {"sha256": sha256})
 
 
 def load_verified(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """What :func:`save_verified` wrote, or :class:`UnreadableCheckpoint` naming what is wrong with it."""
-    from safetensors.torch import load_file
+    """What :func:`save_verified` wrote, or :class:`UnreadableCheckpoint` naming what is wrong with it.
+
+    Each file is read once, into memory: the bytes hashed are the bytes used, and no tensor stays mapped to
+    a file that a later save replaces.
+    """
+    from safetensors.torch import load
 
     manifest = _read(folder / MANIFEST, _read_manifest)
-    for name in (TENSORS, META):
-        if _read(folder / name, _sha256) != manifest[name]:
+    blobs = {name: _read(folder / name, Path.read_bytes) for name in (TENSORS, META)}
+    for name, blob in blobs.items():
+        if hashlib.sha256(blob).hexdigest() != manifest[name]:
             raise UnreadableCheckpoint(f"{name} does not match its sha256 in {MANIFEST}")
-    return (_read(folder / TENSORS, lambda path: load_file(str(path))),
-            _read(folder / META, lambda path: json.loads(path.read_text(encoding="utf-8"))))
+    return (_read(folder / TENSORS, lambda _: load(blobs[TENSORS])),
+            _read(folder / META, lambda _: json.loads(blobs[META].decode("utf-8"))))
 
 
 def _read_manifest(path: Path) -> dict[str, str]:

@@ -7,6 +7,9 @@ runs, not when the recipe config is read.
 
 from __future__ import annotations
 
+import logging
+import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import PositiveFloat
@@ -21,12 +24,16 @@ from speechllm_cli.stages.runner import PARTIAL, Context, StageResult, Unit, run
 
 if TYPE_CHECKING:
     import torch
+    from lhotse import CutSet
 
     from speechllm_cli.core.encoders import CTCEncoder, FrozenFrontEncoder
 
 
-FRONT_STATES = "front_states.pt"
-"""Cached outputs of a frozen encoder front, kept with the partial work until training finishes."""
+FRONT_STATES = "front_states"
+"""Cached outputs of a frozen encoder front (a verified safetensors folder), kept with the partial work until
+training finishes."""
+
+log = logging.getLogger(__name__)
 
 
 class TrainEncoderConfig(StrictModel):
@@ -45,9 +52,23 @@ class TrainEncoderConfig(StrictModel):
     train: TrainConfig = TrainConfig(steps=600, batch_size=16, lr=2e-3, warmup_steps=60)
 
 
-def _examples(context: Context, config: TrainEncoderConfig, encoder: CTCEncoder) -> tuple[list[Any], dict[str, int]]:
-    targets = {row["id"]: row["text"] for row in load_text_set(context, config.text_set)}
+def _tokenizer_path(context: Context) -> Path:
+    return context.exp_dir / "tokenizer" / "tokenizer.model"
+
+
+def _prepared(context: Context, config: TrainEncoderConfig) -> tuple[CutSet, dict[str, str]]:
+    """The split and its transcripts, read before anything is built, so that a missing one is a one-line error
+    naming the stage to run (in pipeline order: the split before the text set before the tokenizer)."""
     cuts = load_cuts(context, config.split)
+    targets = {row["id"]: row["text"] for row in load_text_set(context, config.text_set)}
+    tokenizer = _tokenizer_path(context)
+    if not tokenizer.is_file():
+        raise SpeechLLMError(f"{tokenizer}: no tokenizer (run prepare-text first)")
+    return cuts, targets
+
+
+def _examples(context: Context, config: TrainEncoderConfig, encoder: CTCEncoder, cuts: CutSet,
+              targets: dict[str, str]) -> tuple[list[Any], dict[str, int]]:
     kept = cuts.filter(lambda cut: cut.duration <= config.max_seconds and cut.id in targets).to_eager()
     audio = load_audio(context, kept, f"loading {config.split} audio")
     items = [(wave, encoder.text_to_ids(targets[cut.id])) for wave, cut in zip(audio, kept, strict=True)]
@@ -84,28 +105,49 @@ def _ctc_loss(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
 def _front_states(context: Context, encoder: FrozenFrontEncoder, items: list[tuple[torch.Tensor, list[int]]],
                   batch_size: int = 16) -> list[tuple[torch.Tensor, list[int]]]:
     """Each utterance's frozen front output (float16), computed once and kept with the partial work."""
+    from speechllm_cli.core.training import save_verified
+
+    folder = context.exp_dir / "encoder" / PARTIAL / FRONT_STATES
+    states = _cached_states(folder, len(items))
+    if states is None:
+        states = _compute_states(context, encoder, [wave for wave, _ in items], batch_size)
+        save_verified(folder, {f"state.{i}": state for i, state in enumerate(states)}, {"count": len(states)})
+    return [(state, ids) for state, (_, ids) in zip(states, items, strict=True)]
+
+
+def _cached_states(folder: Path, count: int) -> list[torch.Tensor] | None:
+    """The cache when it verifies and holds ``count`` utterances; a damaged one is named, then computed again."""
+    from speechllm_cli.core.training import UnreadableCheckpoint, load_verified
+
+    if not folder.exists():
+        return None
+    try:
+        tensors, _ = load_verified(folder)
+        if sorted(tensors) != sorted(f"state.{i}" for i in range(count)):
+            raise UnreadableCheckpoint(f"holds {len(tensors)} utterances' states, not the {count} expected")
+        return [tensors[f"state.{i}"] for i in range(count)]
+    except UnreadableCheckpoint as error:
+        log.warning("%s: %s; computing the frozen encoder's outputs again", folder, error)
+        return None
+
+
+def _compute_states(context: Context, encoder: FrozenFrontEncoder, waves: list[torch.Tensor],
+                    batch_size: int) -> list[torch.Tensor]:
     import torch
 
-    from speechllm_cli.common.io import atomic_path
     from speechllm_cli.core.features import pad_waveforms
 
-    path = context.exp_dir / "encoder" / PARTIAL / FRONT_STATES
-    if path.is_file():
-        states = torch.load(path, weights_only=True)
-    else:
-        order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
-        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-        states = [torch.empty(0)] * len(items)
-        encoder.eval()
-        with torch.no_grad():
-            for batch in context.track(batches, len(batches), "caching the frozen encoder's outputs"):
-                audio, lengths = pad_waveforms([items[i][0] for i in batch])
-                out, lengths = encoder.front(audio.to(encoder.device), lengths.to(encoder.device))
-                for row, index in enumerate(batch):
-                    states[index] = out[row, : int(lengths[row])].half().cpu().clone()
-        with atomic_path(path) as tmp:
-            torch.save(states, tmp)
-    return [(state, ids) for state, (_, ids) in zip(states, items, strict=True)]
+    order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    states = [torch.empty(0)] * len(waves)
+    encoder.eval()
+    with torch.no_grad():
+        for batch in context.track(batches, len(batches), "caching the frozen encoder's outputs"):
+            audio, lengths = pad_waveforms([waves[i] for i in batch])
+            out, lengths = encoder.front(audio.to(encoder.device), lengths.to(encoder.device))
+            for row, index in enumerate(batch):
+                states[index] = out[row, : int(lengths[row])].half().cpu().clone()
+    return states
 
 
 def _train(context: Context, config: TrainEncoderConfig) -> dict[str, Any]:
@@ -113,13 +155,14 @@ def _train(context: Context, config: TrainEncoderConfig) -> dict[str, Any]:
     from speechllm_cli.core.training import TrainJob, seed_everything, train
 
     out = encoder_dir(context)
-    write_json(encoder_name_path(context), {"encoder": config.encoder})
     if config.source is not None:
         load_encoder(config.encoder, config.source, **config.model).save(out)
+        write_json(encoder_name_path(context), {"encoder": config.encoder})
         return {"imported": config.source}
+    cuts, targets = _prepared(context, config)
     seed_everything(config.train.seed)
-    encoder = build_encoder(config.encoder, config.model, tokenizer=context.exp_dir / "tokenizer" / "tokenizer.model")
-    items, counts = _examples(context, config, encoder)
+    encoder = build_encoder(config.encoder, config.model, tokenizer=_tokenizer_path(context))
+    items, counts = _examples(context, config, encoder, cuts, targets)
     if not items:
         raise SpeechLLMError(f"train-encoder: no usable utterances in split {config.split!r}")
     collate = _collate_audio
@@ -128,7 +171,8 @@ def _train(context: Context, config: TrainEncoderConfig) -> dict[str, Any]:
     job = TrainJob(encoder, items, [len(item) for item, _ in items], collate, _ctc_loss, out.parent)
     report = train(job, config.train, context.track)
     encoder.save(out)
-    (out.parent / PARTIAL / FRONT_STATES).unlink(missing_ok=True)
+    write_json(encoder_name_path(context), {"encoder": config.encoder})
+    shutil.rmtree(out.parent / PARTIAL / FRONT_STATES, ignore_errors=True)
     return {**counts, "steps": report.steps, "resumed_from": report.resumed_from,
             "first_loss": report.first_loss, "last_loss": report.last_loss, "seconds": round(report.seconds, 1)}
 
@@ -136,7 +180,7 @@ def _train(context: Context, config: TrainEncoderConfig) -> dict[str, Any]:
 def run(context: Context) -> StageResult:
     config: TrainEncoderConfig = context.section("train_encoder")
     inputs = [] if config.source else [cuts_path(context, config.split), text_set_path(context, config.text_set),
-                                      context.exp_dir / "tokenizer" / "tokenizer.model"]
+                                      _tokenizer_path(context)]
     unit = Unit("encoder", context.exp_dir / "encoder", config.model_dump(mode="json"), inputs,
                 lambda: _train(context, config))
     (outcome,) = run_units(context, [unit])
