@@ -96,13 +96,19 @@ def test_kaldi_duplicate_id_is_reported(cli, tmp_path: Path) -> None:
     assert f"{kaldi / 'text'}:2: id 'u1' appears more than once in text" in result.stderr.replace("\n", "")
 
 
-def test_tsv_with_targets(cli, tmp_path: Path) -> None:
+def test_tsv_with_a_third_column_is_a_bad_line(cli, tmp_path: Path) -> None:
+    """The third ``target`` column was documented but read by nothing; a line with one is an error now."""
     write_tone(tmp_path / "clips" / "a.wav")
     write_tone(tmp_path / "clips" / "b.wav")
     tsv = tmp_path / "clips" / "list.tsv"
-    tsv.write_text('a.wav\tturn on the lights\t{"intent": "lights_on"}\nb.wav\tplay jazz\n')
+    tsv.write_text('b.wav\tplay jazz\na.wav\tturn on the lights\t{"intent": "lights_on"}\n')
     result = cli("prepare-data", "--tsv", tsv, "--split", "cmds", "--exp-dir", tmp_path / "e")
-    assert result.returncode == 0, result.stderr
-    cuts = load_cuts(tmp_path / "e/data/cmds/cuts.jsonl.gz")
-    assert cuts["a"].supervisions[0].custom == {"target": '{"intent": "lights_on"}'}
-    assert cuts["b"].supervisions[0].text == "play jazz"
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"error: {tsv}:2: expected path<TAB>text, got 3 fields "
+                                     "[split cmds; --on-bad-input skip skips and counts these]")
+
+
+def test_tsv_given_a_folder_is_one_line(cli, tmp_path: Path) -> None:
+    result = cli("prepare-data", "--tsv", tmp_path, "--split", "x")
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: prepare_data.tsv.file: {tmp_path} is not a file"

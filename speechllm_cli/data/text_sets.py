@@ -18,6 +18,7 @@ from pydantic import model_validator
 
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.common.names import Name
 from speechllm_cli.data.entries import read_lines
 from speechllm_cli.data.manifests import BadInputPolicy
 from speechllm_cli.data.normalize import NormalizerConfig, normalize
@@ -26,8 +27,8 @@ from speechllm_cli.data.normalize import NormalizerConfig, normalize
 class TextSetConfig(StrictModel):
     """Where a text set comes from: exactly one of ``split``, ``corpus`` or ``file``."""
 
-    split: str | None = None
-    corpus: str | None = None
+    split: Name | None = None
+    corpus: Name | None = None
     file: Path | None = None
     domain: str | None = None
     """Overrides the domain recorded with the source (a plain file has none: default ``text``)."""

@@ -9,6 +9,7 @@ from pydantic import model_validator
 
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.io import read_jsonl, write_jsonl
+from speechllm_cli.common.names import Name
 from speechllm_cli.data.manifests import BadInputPolicy
 from speechllm_cli.data.normalize import NormalizerConfig
 from speechllm_cli.data.text_sets import TextSetConfig, build_text_set, source_path
@@ -19,7 +20,7 @@ from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, s
 class PrepareTextConfig(StrictModel):
     on_bad_input: BadInputPolicy = BadInputPolicy.fail
     normalize: NormalizerConfig = NormalizerConfig()
-    sets: dict[str, TextSetConfig] = {}
+    sets: dict[Name, TextSetConfig] = {}
     tokenizer: TokenizerConfig | None = TokenizerConfig()
 
     @model_validator(mode="after")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.data.entries import Entry
@@ -40,8 +40,15 @@ class Source(Protocol):
         ...
 
 
-def require_path(path: Path, key: str, kind: str = "file or folder") -> Path:
-    """Fail with a message naming the config key when a user-given input does not exist."""
+PathKind = Literal["file", "folder"]
+_IS_KIND: dict[PathKind, Callable[[Path], bool]] = {"file": Path.is_file, "folder": Path.is_dir}
+
+
+def require_path(path: Path, key: str, kind: PathKind) -> Path:
+    """Fail with a message naming the config key when a user-given input is missing or of the wrong kind
+    (a folder given as ``--tsv`` would otherwise fail deep inside with a traceback)."""
     if not path.exists():
         raise SpeechLLMError(f"{key}: no such {kind}: {path}")
+    if not _IS_KIND[kind](path):
+        raise SpeechLLMError(f"{key}: {path} is not a {kind}")
     return path

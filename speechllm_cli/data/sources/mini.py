@@ -17,6 +17,7 @@ from pydantic import PositiveInt, field_validator, model_validator
 
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.common.names import Name
 from speechllm_cli.data.entries import Entry, Utterance
 from speechllm_cli.data.sources.base import Track
 from speechllm_cli.data.text_domains import GENERATORS, TextItem
@@ -62,8 +63,8 @@ class MiniConfig(StrictModel):
     """Speaking-rate factor range, drawn per utterance."""
     pitch: tuple[float, float] = (0.7, 1.3)
     """Pitch factor range, drawn per utterance (espeak-ng only)."""
-    splits: dict[str, MiniSplitConfig]
-    corpora: dict[str, MiniCorpusConfig] = {}
+    splits: dict[Name, MiniSplitConfig]
+    corpora: dict[Name, MiniCorpusConfig] = {}
     workers: PositiveInt = 2
 
     @field_validator("voices")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from speechllm_cli.common.config import StrictModel
+from speechllm_cli.common.names import Name
 from speechllm_cli.data.entries import Entry, Problem, Utterance, read_lines
 from speechllm_cli.data.sources.base import Track, require_path
 from speechllm_cli.data.text_domains.grammar import frame_json
@@ -23,7 +24,7 @@ from speechllm_cli.data.text_domains.grammar import frame_json
 class SlurpConfig(StrictModel):
     corpus_dir: Path
     """The folder holding ``train.jsonl``, ``devel.jsonl``, ``test.jsonl`` and ``slurp_real/``."""
-    splits: dict[str, str] = {"slurp_train": "train.jsonl", "slurp_devel": "devel.jsonl", "slurp_test": "test.jsonl"}
+    splits: dict[Name, str] = {"slurp_train": "train.jsonl", "slurp_devel": "devel.jsonl", "slurp_test": "test.jsonl"}
     """Split name -> annotation file in corpus_dir."""
     microphone: Literal["headset", "far", "all"] = "headset"
     """Which recordings: close-talk (``-headset.flac``), far-field (the others), or all."""

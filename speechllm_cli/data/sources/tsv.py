@@ -1,7 +1,8 @@
-"""Ad-hoc import of a tab-separated list: ``path<TAB>text[<TAB>target]``, one utterance a line.
+"""Ad-hoc import of a tab-separated list: ``path<TAB>text``, one utterance a line.
 
-A first line starting with ``path<TAB>text`` is a header. Relative audio paths are relative to the
-TSV's folder. The utterance id is the audio file's stem.
+A first line ``path<TAB>text`` is a header. Relative audio paths are relative to the TSV's folder. The
+utterance id is the audio file's stem. Any other number of fields is a bad line: a third column would
+be data that nothing reads.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from speechllm_cli.common.config import StrictModel
+from speechllm_cli.common.names import Name
 from speechllm_cli.data.entries import Entry, Problem, Utterance, read_lines
 from speechllm_cli.data.sources.base import Track, require_path
 
 
 class TsvConfig(StrictModel):
     file: Path
-    split: str
+    split: Name
     language: str = "en"
 
 
@@ -45,14 +47,13 @@ class TsvSource:
             if line is None:
                 yield Problem("invalid_utf8", where, "line is not valid UTF-8")
                 continue
-            if not line.strip() or (number == 1 and line.lower().startswith("path\ttext")):
-                continue
             fields = line.rstrip("\r\n").split("\t")
-            if len(fields) not in (2, 3):
-                yield Problem("bad_line", where, f"expected path<TAB>text[<TAB>target], got {len(fields)} fields")
+            if not line.strip() or (number == 1 and [f.strip().lower() for f in fields] == ["path", "text"]):
+                continue
+            if len(fields) != 2:
+                yield Problem("bad_line", where, f"expected path<TAB>text, got {len(fields)} fields")
                 continue
             audio = Path(fields[0])
             audio = audio if audio.is_absolute() else path.parent / audio
-            custom = {"target": fields[2]} if len(fields) == 3 else {}
             yield Utterance(id=audio.stem, audio=audio, text=fields[1].strip(), where=where,
-                            language=self.config.language, custom=custom)
+                            language=self.config.language)

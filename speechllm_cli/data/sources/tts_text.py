@@ -20,13 +20,14 @@ from pydantic import PositiveInt, field_validator
 
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.common.names import Name
 from speechllm_cli.data.entries import Entry, Utterance
 from speechllm_cli.data.sources.base import Track
 from speechllm_cli.data.tts import Synthesis, Voice, render_all, short_hash
 
 
 class TtsTextConfig(StrictModel):
-    split: str
+    split: Name
     """The split to write."""
     corpora: list[str]
     """Text corpora of this recipe to draw sentences from (written by another source in prepare-data)."""
