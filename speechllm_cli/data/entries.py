@@ -10,6 +10,10 @@ REASONS: dict[str, str] = {
     "missing_audio": "audio file missing",
     "unreadable_audio": "audio file unreadable",
     "empty_audio": "audio file has no samples",
+    "nonfinite_audio": "audio has NaN or infinite samples",
+    "too_short": "audio shorter than prepare_data.min_seconds",
+    "too_long": "audio longer than prepare_data.max_seconds",
+    "bad_segment": "segment outside its recording or not of positive length",
     "empty_transcript": "empty transcript",
     "duplicate_id": "duplicate utterance id",
     "invalid_utf8": "text is not valid UTF-8",
@@ -31,6 +35,8 @@ class Utterance:
     start: float = 0.0
     duration: float | None = None
     """Segment length in seconds; None means the whole file from ``start``."""
+    span_where: str | None = None
+    """``file:line`` that gave ``start`` and ``duration`` (a Kaldi ``segments`` line), for errors about them."""
     language: str = "en"
     custom: dict[str, Any] = field(default_factory=dict)
     """Rides in the supervision's ``custom`` field: ``domain``, ``target`` and the like."""

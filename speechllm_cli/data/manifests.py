@@ -6,6 +6,8 @@ fail with a one-line message naming the file, or skip and count by reason.
 
 from __future__ import annotations
 
+import gzip
+import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -13,13 +15,14 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import soundfile
-
 from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.common.io import atomic_path
+from speechllm_cli.data.audio import AudioInfo, AudioLimits, Fault, fit_span, inspect_file, length_fault, recording_cut
 from speechllm_cli.data.entries import Entry, Problem, Utterance
 
 if TYPE_CHECKING:
-    from lhotse import CutSet
+    from lhotse import CutSet, Recording
+    from lhotse.cut import DataCut
 
 
 class BadInputPolicy(str, Enum):
@@ -40,64 +43,93 @@ class SplitReport:
                 "resampled": self.resampled, "skipped": dict(sorted(self.skipped.items()))}
 
 
-def _audio_problem(utt: Utterance) -> Problem | None:
-    path = utt.audio
-    if not path.is_file():
-        return Problem("missing_audio", utt.where, f"audio file {path} of utterance {utt.id!r} does not exist")
-    if path.stat().st_size == 0:
-        return Problem("empty_audio", utt.where, f"audio file {path} of utterance {utt.id!r} is empty (0 bytes)")
-    try:
-        info = soundfile.info(str(path))
-    except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
-        reason = str(exc).splitlines()[0]
-        return Problem("unreadable_audio", utt.where, f"audio file {path} of utterance {utt.id!r} cannot be read ({reason})")
-    if info.frames == 0:
-        return Problem("empty_audio", utt.where, f"audio file {path} of utterance {utt.id!r} has no samples")
-    return None
+def _file_checked(path: Path, files: dict[Path, AudioInfo | Fault]) -> AudioInfo | Fault:
+    """Each file is inspected once, however many segments of it a corpus lists."""
+    if path not in files:
+        files[path] = inspect_file(path)
+    return files[path]
 
 
-def _check(utt: Utterance, seen: set[str]) -> Problem | None:
+def _measure(utt: Utterance, files: dict[Path, AudioInfo | Fault], limits: AudioLimits) -> float | Problem:
+    """The utterance's length in seconds, or what is wrong with its audio."""
+    checked = _file_checked(utt.audio, files)
+    if isinstance(checked, Fault):
+        return Problem(checked.reason, utt.where, f"audio file {utt.audio} of utterance {utt.id!r} {checked.what}")
+    subject = (f"audio file {utt.audio} of utterance {utt.id!r}" if utt.duration is None
+               else f"segment of utterance {utt.id!r} in {utt.audio}")
+    where = utt.span_where or utt.where
+    seconds = fit_span(checked, utt.start, utt.duration)
+    if isinstance(seconds, Fault):
+        return Problem(seconds.reason, where, f"{subject} {seconds.what}")
+    fault = length_fault(seconds, limits)
+    return seconds if fault is None else Problem(fault.reason, where, f"{subject} {fault.what}")
+
+
+def _check(utt: Utterance, seen: set[str], files: dict[Path, AudioInfo | Fault],
+           limits: AudioLimits) -> float | Problem:
     if not utt.text.strip():
         return Problem("empty_transcript", utt.where, f"utterance {utt.id!r} has an empty transcript")
     if utt.id in seen:
         return Problem("duplicate_id", utt.where, f"utterance id {utt.id!r} appears more than once")
-    return _audio_problem(utt)
+    return _measure(utt, files, limits)
 
 
-def build_cuts(entries: Iterable[Entry], policy: BadInputPolicy, sample_rate: int, split: str) -> tuple[CutSet, SplitReport]:
+def _reject(problem: Problem, policy: BadInputPolicy, split: str, report: SplitReport) -> None:
+    if policy is BadInputPolicy.fail:
+        raise SpeechLLMError(
+            f"{problem.where}: {problem.detail} [split {split}; --on-bad-input skip skips and counts these]")
+    report.skipped[problem.reason] += 1
+    report.skipped_lines.append(f"{problem.reason}\t{problem.where}\t{problem.detail}")
+
+
+def _cut(utt: Utterance, seconds: float, recordings: dict[Path, Recording]) -> DataCut:
+    from lhotse import Recording, SupervisionSegment
+
+    recording = recordings.get(utt.audio)
+    if recording is None:
+        recording = Recording.from_file(utt.audio.resolve(), recording_id=utt.recording_id or utt.id)
+        recordings[utt.audio] = recording
+    cut = recording_cut(recording, utt.id, utt.start, seconds)
+    cut.supervisions.append(SupervisionSegment(
+        id=utt.id, recording_id=recording.id, start=0.0, duration=seconds, channel=cut.channel, text=utt.text,
+        language=utt.language, speaker=utt.speaker, custom=dict(utt.custom) or None))
+    return cut
+
+
+def build_cuts(entries: Iterable[Entry], policy: BadInputPolicy, sample_rate: int, split: str,
+               limits: AudioLimits) -> tuple[CutSet, SplitReport]:
     """Validate ``entries`` and return ``(CutSet, SplitReport)``; raise on the first problem under ``fail``."""
-    from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
+    from lhotse import CutSet
 
     report = SplitReport()
     seen: set[str] = set()
+    files: dict[Path, AudioInfo | Fault] = {}
     recordings: dict[Path, Recording] = {}
     cuts = []
     for entry in entries:
-        problem = entry if isinstance(entry, Problem) else _check(entry, seen)
-        if problem is not None:
-            if policy is BadInputPolicy.fail:
-                raise SpeechLLMError(
-                    f"{problem.where}: {problem.detail} [split {split}; --on-bad-input skip skips and counts these]")
-            report.skipped[problem.reason] += 1
-            report.skipped_lines.append(f"{problem.reason}\t{problem.where}\t{problem.detail}")
+        checked = entry if isinstance(entry, Problem) else _check(entry, seen, files, limits)
+        if isinstance(checked, Problem):
+            _reject(checked, policy, split, report)
             continue
         assert isinstance(entry, Utterance)
         seen.add(entry.id)
-        recording = recordings.get(entry.audio)
-        if recording is None:
-            recording = Recording.from_file(entry.audio.resolve(), recording_id=entry.recording_id or entry.id)
-            recordings[entry.audio] = recording
-        duration = entry.duration if entry.duration is not None else recording.duration - entry.start
-        supervision = SupervisionSegment(
-            id=entry.id, recording_id=recording.id, start=0.0, duration=duration, text=entry.text,
-            language=entry.language, speaker=entry.speaker, custom=dict(entry.custom) or None)
-        cut = MonoCut(id=entry.id, start=entry.start, duration=duration, channel=0,
-                      recording=recording, supervisions=[supervision])
-        if recording.sampling_rate != sample_rate:
+        cut = _cut(entry, checked, recordings)
+        if cut.sampling_rate != sample_rate:
             cut = cut.resample(sample_rate)
             report.resampled += 1
         cuts.append(cut)
         report.utterances += 1
-        report.seconds += duration
+        report.seconds += checked
     return CutSet.from_cuts(cuts), report
 
+
+def write_cuts(cuts: CutSet, target: Path) -> None:
+    """Write a ``.jsonl.gz`` manifest whose bytes depend only on its cuts.
+
+    lhotse's own writer leaves the temporary file's name and the time in the gzip header, so the same
+    split prepared twice would differ, and every stage keyed on its content would run again.
+    """
+    with atomic_path(target) as tmp, tmp.open("wb") as raw, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
+        for cut in cuts:
+            packed.write((json.dumps(cut.to_dict(), ensure_ascii=False) + "\n").encode("utf-8"))

@@ -9,6 +9,7 @@ projector -> LLM, batched.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -145,32 +146,70 @@ def run(context: Context) -> StageResult:
     return StageResult(summary, ["output", "utterances", "RTF", "status"], rows)
 
 
-def transcribe_files(context: Context, files: list[Path], system: str) -> list[tuple[Path, str]]:
-    """Hypotheses for a user's own audio files, without preparing a split."""
-    import soundfile
+FileTranscriber = Callable[[Context, DecodeConfig, str, "list[torch.Tensor]"], list[str]]
+"""Hypotheses of one kind of system (ctc, an align system, a peer) for waveforms read from files."""
+
+
+def _ctc_file_texts(context: Context, config: DecodeConfig, system: str, waves: list[torch.Tensor]) -> list[str]:
     import torch
-    import torchaudio.functional
+
+    encoder = load_trained_encoder(context)
+    with torch.no_grad():
+        return encoder.greedy_text(encoder(waves))
+
+
+def _peer_file_texts(context: Context, config: DecodeConfig, system: str, waves: list[torch.Tensor]) -> list[str]:
+    from speechllm_cli.core.whisper_asr import WhisperASR
+
+    return WhisperASR(config.peers[system]).transcribe(waves, config.batch_size, context.track,
+                                                       f"decoding files with {system}")
+
+
+def _align_file_texts(context: Context, config: DecodeConfig, system: str, waves: list[torch.Tensor]) -> list[str]:
+    import torch
 
     from speechllm_cli.core.posteriors import label_synchronous
 
-    config: DecodeConfig = context.section("decode")
+    align = context.section("align")
     encoder = load_trained_encoder(context)
-    waves = []
-    for path in files:
-        try:
-            audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-        except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
-            raise SpeechLLMError(f"{path}: cannot read audio ({str(exc).splitlines()[0]})") from None
-        wave = torch.from_numpy(audio.mean(axis=1))
-        waves.append(torchaudio.functional.resample(wave, rate, 16000) if rate != 16000 else wave)
     with torch.no_grad():
         output = encoder(waves)
-        if system == CTC:
-            return list(zip(files, encoder.greedy_text(output), strict=True))
-        align = context.section("align")
         compressed, lengths = label_synchronous(output.log_probs.exp(), output.lengths, align.lsd)
         model, tokenizer = load_trained(context, align, encoder, system)
         posteriors = [compressed[i, : int(n)] for i, n in enumerate(lengths)]
-        texts = speech_texts(model, tokenizer, posteriors, encoder.vocab_size, config, context.track,
-                             "decoding files")
-    return list(zip(files, texts, strict=True))
+        return speech_texts(model, tokenizer, posteriors, encoder.vocab_size, config, context.track,
+                            "decoding files")
+
+
+def _file_transcriber(context: Context, config: DecodeConfig, system: str) -> FileTranscriber:
+    """How ``system`` transcribes files; an unknown name is refused before any file or model is read."""
+    align = context.config.align
+    kinds: dict[str, FileTranscriber] = {CTC: _ctc_file_texts}
+    kinds |= dict.fromkeys(align.systems if align is not None else [], _align_file_texts)
+    kinds |= dict.fromkeys(config.peers, _peer_file_texts)
+    if system not in kinds:
+        raise SpeechLLMError(f"--system {system}: not a system of recipe {context.config.name!r} "
+                             f"(known: {', '.join(kinds)})")
+    return kinds[system]
+
+
+def _file_waves(context: Context, files: list[Path]) -> list[torch.Tensor]:
+    """Every file checked and read as prepare-data would (same limits, same channel rule), before any model
+    loads, so a bad file costs no model loading and its error names it."""
+    import torch
+
+    from speechllm_cli.core.features import SAMPLE_RATE
+    from speechllm_cli.data.audio import AudioLimits, read_file
+
+    prepare = context.config.prepare_data
+    limits = prepare.audio_limits if prepare is not None else AudioLimits()
+    return [torch.from_numpy(read_file(path, limits, SAMPLE_RATE)) for path in files]
+
+
+def transcribe_files(context: Context, files: list[Path], system: str) -> list[tuple[Path, str]]:
+    """Hypotheses for a user's own audio files, without preparing a split: by ``ctc``, an align system or a
+    peer (which then transcribes files as it decodes test splits)."""
+    config: DecodeConfig = context.section("decode")
+    transcribe = _file_transcriber(context, config, system)
+    waves = _file_waves(context, files)
+    return list(zip(files, transcribe(context, config, system, waves), strict=True))

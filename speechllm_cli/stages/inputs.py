@@ -42,10 +42,15 @@ def load_text_set(context: Context, name: str) -> list[dict[str, Any]]:
 
 
 def load_audio(context: Context, cuts: CutSet, description: str) -> list[torch.Tensor]:
-    """Mono 16 kHz waveforms of all cuts, in memory: small corpora fit, and epochs then cost no decoding."""
+    """Mono 16 kHz waveforms of all cuts, in memory: small corpora fit, and epochs then cost no decoding.
+
+    Channels are mixed by the rule ``decode FILE`` uses too (:func:`speechllm_cli.data.audio.downmix`).
+    """
     import torch
 
-    return [torch.from_numpy(cut.load_audio()[0]).float()
+    from speechllm_cli.data.audio import downmix
+
+    return [torch.from_numpy(downmix(cut.load_audio()))
             for cut in context.track(cuts, len(cuts), description)]
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from pydantic import PositiveInt, model_validator
+from pydantic import PositiveFloat, PositiveInt, model_validator
 
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
-from speechllm_cli.common.io import atomic_path, write_jsonl, write_text
-from speechllm_cli.data.manifests import BadInputPolicy, build_cuts
+from speechllm_cli.common.io import write_jsonl, write_text
+from speechllm_cli.data.audio import MAX_SECONDS, MIN_SECONDS, AudioLimits
+from speechllm_cli.data.manifests import BadInputPolicy, build_cuts, write_cuts
 from speechllm_cli.data.sources import (SOURCES, KaldiConfig, LibriSpeechConfig, MiniConfig, SlurpConfig, Source,
                                         TsvConfig, TtsTextConfig)
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
@@ -42,16 +43,31 @@ class SourceSpec(StrictModel):
 class PrepareDataConfig(SourceSpec):
     on_bad_input: BadInputPolicy = BadInputPolicy.fail
     sample_rate: PositiveInt = 16000
+    min_seconds: PositiveFloat = MIN_SECONDS
+    """Shorter utterances are bad input (``too_short``); ``decode FILE`` refuses shorter files too."""
+    max_seconds: PositiveFloat = MAX_SECONDS
+    """Longer utterances are bad input (``too_long``), and so are such files given to ``decode``. The default
+    is Whisper's 30 s window; raise it only for an encoder without one (conformer-ctc)."""
     extra: list[SourceSpec] = []
     """More corpora whose splits join the main source's, e.g. an SLU task beside an ASR corpus. Kept apart
     from the main source so that adding one leaves the existing splits (and all work built on them) as is."""
 
+    @model_validator(mode="after")
+    def _limits_ordered(self) -> PrepareDataConfig:
+        if self.min_seconds >= self.max_seconds:
+            raise ValueError(f"min_seconds ({self.min_seconds}) must be below max_seconds ({self.max_seconds})")
+        return self
+
+    @property
+    def audio_limits(self) -> AudioLimits:
+        return AudioLimits(self.min_seconds, self.max_seconds)
+
 
 def _prepare_split(context: Context, config: PrepareDataConfig, source: Source, split: str) -> dict[str, Any]:
     out_dir = context.exp_dir / "data" / split
-    cuts, report = build_cuts(source.entries(split, context.track), config.on_bad_input, config.sample_rate, split)
-    with atomic_path(out_dir / "cuts.jsonl.gz") as tmp:
-        cuts.to_file(tmp)
+    cuts, report = build_cuts(source.entries(split, context.track), config.on_bad_input, config.sample_rate, split,
+                              config.audio_limits)
+    write_cuts(cuts, out_dir / "cuts.jsonl.gz")
     skipped = out_dir / "skipped.tsv"
     if report.skipped_lines:
         write_text(skipped, "reason\twhere\tdetail\n" + "\n".join(report.skipped_lines) + "\n")
@@ -68,8 +84,9 @@ def _write_corpus(context: Context, source: Source, name: str) -> dict[str, Any]
 def _units(context: Context, config: PrepareDataConfig, spec: SourceSpec, source: Source) -> list[Unit]:
     settings = {"source": spec.source, "config": spec.source_config.model_dump(mode="json"),
                 "sample_rate": config.sample_rate, "on_bad_input": config.on_bad_input.value}
+    limits = {"min_seconds": config.min_seconds, "max_seconds": config.max_seconds}
     data_dir = context.exp_dir / "data"
-    units = [Unit(f"data/{split}", data_dir / split, {**settings, "split": split}, source.inputs(split),
+    units = [Unit(f"data/{split}", data_dir / split, {**settings, **limits, "split": split}, source.inputs(split),
                   partial(_prepare_split, context, config, source, split)) for split in source.splits()]
     units += [Unit(f"data/corpora/{name}", data_dir / "corpora" / name, {**settings, "corpus": name}, [],
                    partial(_write_corpus, context, source, name)) for name in source.corpus_names()]

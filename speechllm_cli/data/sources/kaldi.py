@@ -1,7 +1,8 @@
 """Ad-hoc import of a Kaldi data folder: ``wav.scp`` and ``text``, optional ``segments`` and ``utt2spk``.
 
 Only ``wav.scp`` entries that are file paths are supported; a piped command is reported as a bad line.
-Relative paths are relative to the current directory, as in Kaldi recipes.
+Relative paths are relative to the current directory, as in Kaldi recipes. A segment's times are checked
+against its recording with the audio (``bad_segment``), and problems with them name the ``segments`` line.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from speechllm_cli.common.config import StrictModel
+from speechllm_cli.common.names import Name
 from speechllm_cli.data.entries import Entry, Problem, Utterance, read_lines
 from speechllm_cli.data.sources.base import Track, require_path
 
 
 class KaldiConfig(StrictModel):
     dir: Path
-    split: str
+    split: Name
     language: str = "en"
 
 
@@ -71,7 +73,7 @@ class KaldiSource:
         yield from problems
         for utt_id, (text, where) in texts.items():
             speaker = speakers.get(utt_id, (None, ""))[0]
-            recording_id, start, duration = utt_id, 0.0, None
+            recording_id, start, duration, seg_where = utt_id, 0.0, None, None
             if segments:
                 if utt_id not in segments:
                     yield Problem("missing_audio", where, f"utterance {utt_id!r} has no line in segments")
@@ -93,4 +95,4 @@ class KaldiSource:
                 continue
             yield Utterance(id=utt_id, audio=Path(location), text=text,
                             where=where, speaker=speaker, recording_id=recording_id, start=start,
-                            duration=duration, language=self.config.language)
+                            duration=duration, span_where=seg_where, language=self.config.language)
