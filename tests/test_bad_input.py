@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+import yaml
 
 from speechllm_cli.data.audio import AudioLimits
 from speechllm_cli.data.entries import Utterance
@@ -227,3 +229,46 @@ def test_stereo_is_averaged_the_same_by_prepare_data_and_decode(cli, tmp_path: P
     direct = _file_waves(context, [stereo])[0]
     assert torch.equal(prepared, direct)
     np.testing.assert_allclose(direct.numpy(), (left + right) / 2, atol=1e-6)
+
+
+def _decode_recipe(tmp_path: Path) -> Path:
+    """A recipe with nothing trained: decode FILE must judge files and systems before it needs a model."""
+    path = tmp_path / "files" / "config.yaml"
+    path.parent.mkdir()
+    peer = {"model": "whisper-tiny.en", "max_new_tokens": 8}
+    path.write_text(yaml.safe_dump({"name": "files", "decode": {"splits": ["test"], "peers": {"whisper": peer}}}))
+    return path
+
+
+DECODE_REFUSALS: dict[str, tuple[Callable[[Path], Path], str]] = {
+    "missing_audio": (lambda folder: folder / "gone.wav", "does not exist"),
+    **AUDIO_CASES,
+}
+
+
+@pytest.mark.parametrize("case", list(DECODE_REFUSALS))
+def test_decode_refuses_a_bad_file_before_loading_a_model(cli, tmp_path: Path, case: str) -> None:
+    build, what = DECODE_REFUSALS[case]
+    (tmp_path / "in").mkdir()
+    path = build(tmp_path / "in")
+    result = cli("decode", "--recipe", _decode_recipe(tmp_path), "--system", "ctc", path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: {path}: audio file {what}"
+
+
+def test_decode_names_an_unknown_system_for_files(cli, tmp_path: Path) -> None:
+    tone = write_tone(tmp_path / "tone.wav")
+    result = cli("decode", "--recipe", _decode_recipe(tmp_path), "--system", "bogus", tone)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: --system bogus: not a system of recipe 'files' (known: ctc, whisper)"
+
+
+def test_decode_transcribes_files_with_a_peer(cli, tmp_path: Path) -> None:
+    speech = tmp_path / "hello.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(speech), "hello world"], check=True)
+    tone = write_tone(tmp_path / "tone.wav")
+    result = cli("decode", "--recipe", _decode_recipe(tmp_path), "--system", "whisper", speech, tone)
+    assert result.returncode == 0, result.stderr
+    lines = [line.split("\t") for line in result.stdout.splitlines()]
+    assert [line[0] for line in lines] == [str(speech), str(tone)]
+    assert "world" in lines[0][1].lower()
