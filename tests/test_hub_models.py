@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import json
 import string
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+import torch
 import yaml
 
-from tests.conftest import REPO, load_cuts, tiny_wav2vec2
+from speechllm_cli.data.normalize import NormalizerConfig, normalize
+from tests.conftest import REPO, load_cuts, run_cli, tiny_wav2vec2
 
 SYSTEMS = ["ctc", "tasu", "calibrated", "tts", "paired"]
 TEST_SPLITS = ["test_indomain", "test_newvoice", "test_xdomain"]
@@ -85,26 +89,108 @@ def _recipe(tmp_path: Path, encoder: Path, llm: Path) -> Path:
     return path
 
 
-def test_hub_encoder_and_llm_folders_run_every_stage(cli, tmp_path: Path) -> None:
-    from transformers import AutoModelForCTC
+@dataclass(frozen=True)
+class HubRun:
+    """What the module's one pass over every stage produced, for the tests to read."""
 
-    recipe = _recipe(tmp_path, _tiny_wav2vec2(tmp_path / "wav2vec2"), _tiny_llama(tmp_path / "llama"))
-    exp = tmp_path / "exp"
+    exp: Path
+    encoder: Path
+    """The source wav2vec2 folder the recipe imported."""
+    recipe: Path
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> HubRun:
+    """Every stage once through the installed command; the tests below read what it wrote."""
+    work = tmp_path_factory.mktemp("hub")
+    encoder = _tiny_wav2vec2(work / "wav2vec2")
+    recipe = _recipe(work, encoder, _tiny_llama(work / "llama"))
+    exp = work / "exp"
     for stage in STAGES:
-        result = cli(stage, "--recipe", recipe, "--exp-dir", exp, "--set", "align.train.steps=2")
+        result = run_cli(stage, "--recipe", recipe, "--exp-dir", exp, "--set", "align.train.steps=2", cwd=work)
         assert result.returncode == 0, f"{stage}:\n{result.stdout}\n{result.stderr}"
+    return HubRun(exp, encoder, recipe)
 
-    AutoModelForCTC.from_pretrained(exp / "encoder" / "model")
+
+def test_every_stage_writes_its_outputs(hub: HubRun) -> None:
+    exp = hub.exp
+    assert {"calibration.json", "calibration.safetensors"} <= {
+        p.name for p in (exp / "encoder" / "calibration" / "model").iterdir()}
+    report = json.loads((exp / "encoder" / "calibration" / "report.json").read_text(encoding="utf-8"))
+    assert report["reference"] == "real dev" and report["distance"]["real dev"] == 0.0
+    assert set(report["order"]) == set(report["distance"]) == set(report["sources"]) >= {"tasu cps", "real train"}
+    calibration = json.loads((exp / "encoder" / "calibration" / ".done").read_text(encoding="utf-8"))["stats"]
+    assert calibration["utterances"] + calibration["left_out"] == 2, "the dev split has 2 utterances"
+    for system in SYSTEMS[1:]:
+        projector = exp / "align" / system / "projector"
+        assert {p.name for p in projector.iterdir()} == {"config.json", "model.safetensors"}, system
+        assert json.loads((exp / "align" / system / ".done").read_text(encoding="utf-8"))["stats"]["steps"] == 2
     for split in TEST_SPLITS:
         cut_ids = [cut.id for cut in load_cuts(exp / "data" / split / "cuts.jsonl.gz")]
         assert len(cut_ids) == TEST_UTTERANCES
         for system in SYSTEMS:
-            lines = (exp / "decode" / system / split / "hyps.jsonl").read_text(encoding="utf-8").splitlines()
-            rows = [json.loads(line) for line in lines]
+            rows = _hyps(exp, system, split)
             assert [row["id"] for row in rows] == cut_ids
             assert all(set(row) == {"id", "ref", "hyp"} and row["ref"] for row in rows)
-            summary = json.loads((exp / "score" / system / split / "summary.json").read_text(encoding="utf-8"))
+
+
+def test_imported_encoder_is_the_source_model_unchanged(hub: HubRun) -> None:
+    """``train_encoder.source`` imports as is: same weights, same vocabulary, nothing trained."""
+    from transformers import AutoModelForCTC
+
+    imported = AutoModelForCTC.from_pretrained(hub.exp / "encoder" / "model").state_dict()
+    source = AutoModelForCTC.from_pretrained(hub.encoder).state_dict()
+    assert imported.keys() == source.keys()
+    assert all(torch.equal(imported[name], source[name]) for name in source)
+    vocab = json.loads((hub.exp / "encoder" / "model" / "vocab.json").read_text(encoding="utf-8"))
+    assert vocab == _character_vocab()
+    stats = json.loads((hub.exp / "encoder" / ".done").read_text(encoding="utf-8"))["stats"]
+    assert stats == {"imported": str(hub.encoder)}
+
+
+def test_ctc_hypotheses_are_the_source_models_greedy_transcripts(hub: HubRun) -> None:
+    """The ``ctc`` system, recomputed from scratch with transformers alone on each test cut's audio: the
+    source model's argmax per frame, decoded by its own processor (blank at id 14, not 0)."""
+    from transformers import AutoModelForCTC, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(hub.encoder)
+    model = AutoModelForCTC.from_pretrained(hub.encoder).eval()
+    hyps = []
+    for split in TEST_SPLITS:
+        for cut, row in zip(load_cuts(hub.exp / "data" / split / "cuts.jsonl.gz"), _hyps(hub.exp, "ctc", split),
+                            strict=True):
+            inputs = processor(audio=cut.load_audio()[0], sampling_rate=16000, return_tensors="pt")
+            with torch.no_grad():
+                best = model(inputs.input_values, attention_mask=inputs.attention_mask).logits.argmax(dim=-1)
+            assert row["hyp"] == processor.batch_decode(best)[0], cut.id
+            hyps.append(row["hyp"])
+    assert len(set(hyps)) > 1 and all(hyps), "a check over empty or identical transcripts would prove little"
+
+
+def test_scores_are_the_jiwer_rates_of_the_written_hypotheses(hub: HubRun) -> None:
+    """Every WER and CER, recomputed with jiwer from ``hyps.jsonl`` under the recipe's normaliser, and the
+    same numbers in RESULTS.md's WER table."""
+    import jiwer
+
+    config = yaml.safe_load(hub.recipe.read_text(encoding="utf-8"))
+    normalizer = NormalizerConfig(**config["prepare_text"]["normalize"])
+    results = (hub.exp / "RESULTS.md").read_text(encoding="utf-8")
+    for system in SYSTEMS:
+        row = next(line for line in results.splitlines() if line.startswith(f"| {system} |"))
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        for column, split in enumerate(TEST_SPLITS, start=1):
+            rows = _hyps(hub.exp, system, split)
+            refs = [normalize(r["ref"], normalizer) for r in rows]
+            hyps = [normalize(r["hyp"], normalizer) for r in rows]
+            summary = json.loads((hub.exp / "score" / system / split / "summary.json").read_text(encoding="utf-8"))
             assert summary["num_utts"] == TEST_UTTERANCES
-            assert all(isinstance(summary[key], int | float) for key in ("wer", "cer", "num_utts"))
-    results = (exp / "RESULTS.md").read_text(encoding="utf-8")
-    assert all(system in results for system in SYSTEMS)
+            assert summary["ref_words"] == sum(len(ref.split()) for ref in refs)
+            assert summary["wer"] == pytest.approx(jiwer.wer(refs, hyps), abs=1e-9), (system, split)
+            assert summary["cer"] == pytest.approx(
+                jiwer.cer(["".join(t.split()) for t in refs], ["".join(t.split()) for t in hyps]), abs=1e-9)
+            assert cells[column] == f"{100 * summary['wer']:.2f}", (system, split)
+
+
+def _hyps(exp: Path, system: str, split: str) -> list[dict[str, str]]:
+    lines = (exp / "decode" / system / split / "hyps.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
