@@ -5,6 +5,7 @@ Id 0 is reserved as ``<blk>`` so the tokenizer's ids are the CTC vocabulary as i
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -27,14 +28,20 @@ class TokenizerConfig(StrictModel):
 
 
 def train_tokenizer(sentences: Iterable[str], config: TokenizerConfig, out_dir: Path) -> int:
-    """Train into ``out_dir/tokenizer.model``; return the vocabulary size actually reached."""
+    """Train into ``out_dir/tokenizer.model``; return the vocabulary size actually reached.
+
+    The model is taken from memory rather than from a ``model_prefix``: sentencepiece records that prefix
+    (a temporary path) in the model, so the same text would give different bytes at every training, and
+    every stage keyed on the tokenizer would run again.
+    """
     import sentencepiece
 
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(list(sentences)), model_writer=model,
+        vocab_size=config.vocab_size, model_type=config.model_type,
+        character_coverage=config.character_coverage, hard_vocab_limit=False,
+        pad_id=0, pad_piece=BLANK, unk_id=1, bos_id=-1, eos_id=-1, minloglevel=2)
     with atomic_dir(out_dir) as tmp:
-        sentencepiece.SentencePieceTrainer.train(
-            sentence_iterator=iter(list(sentences)), model_prefix=str(tmp / "tokenizer"),
-            vocab_size=config.vocab_size, model_type=config.model_type,
-            character_coverage=config.character_coverage, hard_vocab_limit=False,
-            pad_id=0, pad_piece=BLANK, unk_id=1, bos_id=-1, eos_id=-1, minloglevel=2)
-        size = sentencepiece.SentencePieceProcessor(model_file=str(tmp / "tokenizer.model")).get_piece_size()
-    return size
+        (tmp / "tokenizer.model").write_bytes(model.getvalue())
+    return sentencepiece.SentencePieceProcessor(model_proto=model.getvalue()).get_piece_size()

@@ -11,7 +11,7 @@ import io
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,8 +129,20 @@ class Synthesis:
             soundfile.write(tmp, audio, 16000, subtype="PCM_16", format="FLAC")
 
 
+def remove_leftovers(folders: Iterable[Path]) -> None:
+    """Delete the hidden temporary FLACs (``.<name>.XXXX.flac``) that a killed render left beside its targets.
+
+    :func:`atomic_path` removes its temporary file on any error, but nothing runs after a SIGKILL; the
+    folders hold nothing but renders, so every hidden FLAC in them is such a leftover.
+    """
+    for folder in folders:
+        for path in folder.glob(".*.flac"):
+            path.unlink(missing_ok=True)
+
+
 def render_all(jobs: list[Synthesis], workers: int, track: Callable[..., Any], description: str) -> None:
     """Synthesize in ``workers`` threads (the engines run as subprocesses, so threads suffice)."""
+    remove_leftovers({job.path.parent for job in jobs})
     with ThreadPoolExecutor(workers) as pool:
         for _ in track(pool.map(Synthesis.render, jobs), len(jobs), description):
             pass
