@@ -156,7 +156,7 @@ def prepare_data(
         "--kaldi-dir", metavar="DIR", help="Import a Kaldi data folder (wav.scp, text, optional segments, "
                                            "utt2spk) as split --split, without writing a recipe.")] = None,
     tsv: Annotated[Path | None, typer.Option(
-        "--tsv", metavar="FILE", help="Import a TSV of path<TAB>text[<TAB>target] lines as split --split.")] = None,
+        "--tsv", metavar="FILE", help="Import a TSV of path<TAB>text lines as split --split.")] = None,
     split: Annotated[str | None, typer.Option(
         "--split", metavar="NAME", help="Split name for --kaldi-dir or --tsv imports.")] = None,
     corpus_dir: Annotated[Path | None, typer.Option(
@@ -260,8 +260,9 @@ def decode(
     set_: SetOpt = None,
     force: ForceOpt = False,
     system: Annotated[list[str] | None, typer.Option(
-        "--system", help="With FILEs: the one system that transcribes them (ctc or an align system; default "
-                         "tasu). Without: decode only this system of decode.systems. Repeatable without FILEs.")] = None,
+        "--system", help="With FILEs: the one system that transcribes them (ctc, an align system or a peer "
+                         "such as whisper; default tasu). Without: decode only this system of decode.systems. "
+                         "Repeatable without FILEs.")] = None,
 ) -> None:
     """Zero-shot ASR of the test splits (speech -> encoder -> LSD -> projector -> LLM), or of given files."""
     if not files:

@@ -17,6 +17,7 @@ from pydantic import PositiveInt, model_validator
 
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.common.names import Name
 from speechllm_cli.common.io import write_json, write_jsonl
 from speechllm_cli.core.posteriors import LSDConfig
 from speechllm_cli.core.speech_llm import GenerationConfig
@@ -28,17 +29,16 @@ from speechllm_cli.stages.speech_llm_io import load_trained, system_dir
 if TYPE_CHECKING:
     import torch
 
-    from speechllm_cli.core.encoders import CTCEncoder
 
 CTC = "ctc"
 
 
 class DecodeConfig(StrictModel):
-    systems: list[str] = [CTC]
+    systems: list[Name] = [CTC]
     """``ctc``, names of align systems and names of peers."""
-    peers: dict[str, WhisperASRConfig] = {}
+    peers: dict[Name, WhisperASRConfig] = {}
     """Off-the-shelf Whisper models decoded as systems of their own, by system name."""
-    splits: list[str]
+    splits: list[Name]
     batch_size: PositiveInt = 16
     generation: GenerationConfig = GenerationConfig()
 

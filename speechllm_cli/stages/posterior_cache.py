@@ -19,8 +19,6 @@ from speechllm_cli.stages.inputs import cuts_path, encoder_dir, load_audio, load
 from speechllm_cli.stages.runner import Context, input_digest
 
 if TYPE_CHECKING:
-    import torch
-
     from speechllm_cli.core.encoders import CTCEncoder
     from speechllm_cli.core.posteriors import LSDConfig
 

@@ -16,6 +16,7 @@ from pydantic import PositiveFloat
 
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.common.names import Name
 from speechllm_cli.common.io import write_json
 from speechllm_cli.core.train_config import TrainConfig
 from speechllm_cli.stages.inputs import (cuts_path, encoder_dir, encoder_name_path, load_audio, load_cuts,
@@ -44,8 +45,8 @@ class TrainEncoderConfig(StrictModel):
     """A pretrained encoder (folder or hub id) to use as it is; then nothing is trained."""
     model: dict[str, Any] = {}
     """The encoder's own config (e.g. d_model, layers for conformer-ctc; whisper, head for whisper-ctc)."""
-    split: str = "train"
-    text_set: str = "train"
+    split: Name = "train"
+    text_set: Name = "train"
     """The prepare-text set holding the split's normalised transcripts (the CTC targets)."""
     max_seconds: PositiveFloat = 20.0
     """Longer utterances are left out of training (and counted)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Self
 
 import torch
 from pydantic import Field, PositiveInt, model_validator
