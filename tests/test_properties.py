@@ -2,8 +2,8 @@
 normalisation, CPS (simulated CTC posteriors) and LSD (label-synchronous decoding).
 
 The unit tests in ``test_text.py`` and ``test_posteriors.py`` pin hand-picked cases; these state what must
-hold for any input, so hypothesis can look for the input that breaks it. Known bugs are ``xfail(strict=True)``
-tests with their reason, so fixing one turns its test into a failure that asks for the marker to go.
+hold for any input, so hypothesis can look for the input that breaks it. Three normaliser bugs found this way
+(thousands separators, digit runs past num2words' range, the dotted capital I) have tests of their own below.
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 
 DOTTED_CAPITAL_I = "\u0130"
 """'İ', which ``str.lower`` turns into 'i' + a combining dot (a mark, not ``\\w``): the one character that
-breaks idempotence (found by running every code point through a few apostrophe contexts and all twelve
-configurations; see the xfail test below). Left out of the idempotence property so that it checks the rest."""
+broke idempotence when lowercasing ran after the apostrophe rule; it has a test of its own below."""
 
 configs = st.builds(NormalizerConfig, lowercase=st.booleans(), punctuation=st.sampled_from(["keep", "basic", "strip"]),
                     numbers=st.sampled_from(["keep", "words"]))
@@ -36,7 +35,7 @@ SPECIAL = list("0123456789٣５.,'’-_!?%@ \t\n")
 texts = st.lists(st.characters(exclude_categories=("Cs",)) | st.sampled_from(SPECIAL), max_size=80).map("".join)
 """Arbitrary unicode, with digits (ASCII and not), separators, apostrophes, symbols and whitespace drawn half
 the time: a list of one-character strategies, since ``st.text`` would merge both into one uniform alphabet.
-At most 80 characters, so no digit run reaches the lengths num2words refuses (an xfail test covers those)."""
+At most 80 characters; digit runs past num2words' range have a test of their own below."""
 
 WORD_CHAR_CATEGORIES = "LNM"
 """Letters, numbers and combining marks: what ``strip`` keeps as parts of words."""
@@ -50,8 +49,7 @@ def _is_word_char(char: str) -> bool:
 @given(text=texts, config=configs, lang=st.sampled_from(["en", "de", "fr", "xx"]))
 def test_normalize_never_raises_and_collapses_whitespace(text: str, config: NormalizerConfig, lang: str) -> None:
     """Any transcript gives a result (``xx`` exercises the English fallback for languages num2words lacks;
-    Spanish is left to the xfail test below, its num2words overflowing on 28-digit runs that fit in 80
-    characters); whitespace comes out as single ASCII spaces between tokens, never at the ends."""
+    Spanish, whose num2words overflows on 28-digit runs, is in the digit-run test below); whitespace comes out as single ASCII spaces between tokens, never at the ends."""
     out = normalize(text, config, lang=lang)
     assert out == out.strip() and "  " not in out
     assert all(char == " " or not char.isspace() for char in out)
@@ -86,7 +84,7 @@ def test_normalize_keep_everything_only_composes_and_collapses_whitespace(text: 
 
 
 @PROPERTY
-@given(text=texts.filter(lambda text: DOTTED_CAPITAL_I not in text), config=configs,
+@given(text=texts, config=configs,
        lang=st.sampled_from(["en", "de", "fr"]))
 @example(text="Don't 'quote' 3.5 Ⅻ ½ e\u0301", config=NormalizerConfig(), lang="en")
 def test_normalize_is_idempotent(text: str, config: NormalizerConfig, lang: str) -> None:
@@ -99,11 +97,6 @@ def test_normalize_is_idempotent(text: str, config: NormalizerConfig, lang: str)
 letters = st.text(st.sampled_from("abcxyzIÉ"), max_size=4)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: normalize('İ\\'a') = 'i̇\\'a' but normalize('i̇\\'a') = 'i̇ a'. 'strip' keeps an apostrophe only "
-    "between two \\w characters and lowercases afterwards; 'İ'.lower() ends in a combining dot (category Mn, "
-    "not \\w), so the second pass drops the apostrophe. Lowercasing before the apostrophe rule (or counting "
-    "marks as word characters) would fix it."))
 @PROPERTY
 @given(left=letters, right=letters.filter(bool))
 def test_normalize_is_idempotent_around_dotted_capital_i(left: str, right: str) -> None:
@@ -111,9 +104,6 @@ def test_normalize_is_idempotent_around_dotted_capital_i(left: str, right: str) 
     assert normalize(once, NormalizerConfig()) == once
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: _NUMBER matches at most one [.,] group, so '1,000,000' is read as '1,000' and '000': "
-    "normalize('1,000,000') = 'one thousand zero', not 'one million' as normalize('1000000') gives."))
 @PROPERTY
 @given(number=st.integers(min_value=0, max_value=10**12))
 @example(number=1_000_000)
@@ -122,10 +112,6 @@ def test_thousands_separators_do_not_change_the_spelled_number(number: int) -> N
     assert normalize(f"{number:,}", NormalizerConfig()) == normalize(str(number), NormalizerConfig())
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason=(
-    "bug: num2words raises OverflowError past its largest named number (10**306 in English, 10**27 in "
-    "Spanish, and a decimal above float range becomes inf); _spell_numbers only catches NotImplementedError, "
-    "so one long digit run in a transcript (an ID, a serial number) makes prepare-text or score fail."))
 @PROPERTY
 @given(digits=st.integers(min_value=1, max_value=400), lang=st.sampled_from(["en", "es"]))
 @example(digits=307, lang="en")

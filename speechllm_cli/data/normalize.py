@@ -14,7 +14,8 @@ from num2words import num2words
 
 from speechllm_cli.common.config import StrictModel
 
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+_NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:[.,]\d+)?")
+"""Thousands-separated numbers first (``1,000,000`` is one number), then plain and decimal ones."""
 _BASIC_PUNCT = set(".,!?'")
 _SPACES = re.compile(r"\s+")
 
@@ -29,15 +30,21 @@ class NormalizerConfig(StrictModel):
     """words: spell digits out in the utterance's language (num2words)."""
 
 
-def _spell_numbers(text: str, lang: str) -> str:
-    def spell(match: re.Match[str]) -> str:
-        token = match.group(0).replace(",", "")
+def _spelled(token: str, lang: str) -> str:
+    """num2words in ``lang``, else in English (languages it lacks); digit by digit past its largest number."""
+    value = float(token) if "." in token else int(token)
+    for language in (lang, "en"):
         try:
-            return " " + num2words(float(token) if "." in token else int(token), lang=lang) + " "
+            return num2words(value, lang=language)
         except NotImplementedError:
-            return " " + num2words(float(token) if "." in token else int(token), lang="en") + " "
+            continue
+        except OverflowError:
+            break
+    return " ".join(_spelled(digit, lang) for digit in token if digit.isdigit())
 
-    return _NUMBER.sub(spell, text)
+
+def _spell_numbers(text: str, lang: str) -> str:
+    return _NUMBER.sub(lambda match: " " + _spelled(match.group(0).replace(",", ""), lang) + " ", text)
 
 
 def _keep_char(char: str, mode: str) -> bool:
@@ -52,12 +59,12 @@ def normalize(text: str, config: NormalizerConfig, lang: str = "en") -> str:
     text = unicodedata.normalize("NFC", text)
     if config.numbers == "words":
         text = _spell_numbers(text, lang)
+    if config.lowercase:
+        text = text.lower()
     if config.punctuation != "keep":
         text = text.replace("’", "'")
         text = "".join(c if _keep_char(c, config.punctuation) or (c == "'") else " " for c in text)
         if config.punctuation == "strip":
             text = re.sub(r"(?<!\w)'|'(?!\w)", " ", text)
         text = text.replace("-", " ")
-    if config.lowercase:
-        text = text.lower()
     return _SPACES.sub(" ", text).strip()
