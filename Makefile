@@ -13,8 +13,8 @@ test: setup
 # baseline (tts) is `make mini-tts`; the SLU sweep is `make mini-slu`.
 mini: setup
 	recipes/mini/run.sh --stop-stage 4
-	recipes/mini/run.sh --stage 5 --stop-stage 5 --system tasu --system calibrated --system paired
-	recipes/mini/run.sh --stage 6 --stop-stage 6 --set 'decode.systems=[ctc, tasu, calibrated, paired, whisper]'
+	.venv/bin/speechllm align --recipe mini --system tasu --system calibrated --system paired
+	.venv/bin/speechllm decode --recipe mini --system ctc --system tasu --system calibrated --system paired --system whisper
 	recipes/mini/run.sh --stage 8
 	@cat exp/mini/RESULTS.md
 

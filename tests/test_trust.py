@@ -83,3 +83,30 @@ def test_exp_dir_that_is_a_file_is_one_line(cli, tmp_path: Path) -> None:
 def test_decode_system_without_files_narrows_the_recipe(cli) -> None:
     line = _one_line(cli("decode", "--recipe", "tiny", "--system", "bogus"))
     assert line.startswith("error: --system bogus: not in decode.systems (known: ctc, tasu")
+
+
+def test_a_copied_recipe_folder_runs_its_stages(tmp_path: Path) -> None:
+    """run.sh used to be a relative link to the mini recipe's script: dangling once the folder was copied."""
+    import shutil
+    import subprocess
+
+    from tests.conftest import REPO, SPEECHLLM
+
+    recipe = tmp_path / "my-recipe"
+    shutil.copytree(REPO / "recipes/tiny", recipe, symlinks=True)
+    env = {"PATH": f"{SPEECHLLM.parent}:/usr/bin:/bin"}
+    result = subprocess.run([str(recipe / "run.sh"), "--stage", "8", "--exp-dir", "exp"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == ["== stage 8: speechllm score",
+                                          "error: score: nothing decoded yet in exp/decode (run decode first)"]
+
+
+def test_no_module_unpickles() -> None:
+    """Checkpoints and caches are safetensors + JSON: loading a shared experiment folder runs none of its code."""
+    from tests.conftest import REPO
+
+    offending = [f"{path.relative_to(REPO)}:{number}" for path in sorted((REPO / "speechllm_cli").rglob("*.py"))
+                 for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                 if any(word in line for word in ("pickle", "torch.load(", "weights_only=False"))]
+    assert offending == []

@@ -307,6 +307,28 @@ def curriculum_finetune(
 
 _register("score")
 
+PIPELINE = ["prepare-data", "prepare-text", "train-encoder", "calibrate", "align", "decode", "curriculum-finetune",
+            "score"]
+"""The stages of a recipe in order; ``run`` numbers them from 1, as ``recipes/<name>/run.sh`` does."""
+
+
+@app.command("run")
+def run(
+    recipe: RecipeOpt = None,
+    exp_dir: ExpDirOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+    stage: Annotated[int, typer.Option("--stage", min=1, help="First stage to run (" + ", ".join(
+        f"{number} {name}" for number, name in enumerate(PIPELINE, 1)) + ").")] = 1,
+    stop_stage: Annotated[int, typer.Option("--stop-stage", min=1, help="Last stage to run.")] = len(PIPELINE),
+) -> None:
+    """Run a recipe's stages in order, ESPnet style (what recipes/<name>/run.sh calls); stops at the first
+    stage that fails. Options go to every stage; stage-only options need the stage's own command."""
+    for number, name in enumerate(PIPELINE, 1):
+        if stage <= number <= stop_stage:
+            err.print(Text(f"== stage {number}: speechllm {name}"))
+            _execute(name, recipe, exp_dir, set_, force)
+
 
 @app.command("import-model")
 def import_model(
