@@ -109,7 +109,7 @@ Values = dict[str, Any]
 
 
 def _context(recipe: str | None, exp_dir: Path | None, sets: list[str] | None, force: bool,
-             values: Values | None) -> Context:
+             values: Values | None, command: str | None = None) -> Context:
     from speechllm_cli.stages.recipe import load_recipe
     from speechllm_cli.stages.runner import Context
 
@@ -117,16 +117,15 @@ def _context(recipe: str | None, exp_dir: Path | None, sets: list[str] | None, f
     folder = exp_dir or Path("exp") / loaded.config.name
     if folder.exists() and not folder.is_dir():
         raise SpeechLLMError(f"--exp-dir {folder}: is a file, not a folder")
-    command = shlex.join(["speechllm", *sys.argv[1:]])
-    return Context(loaded.config, folder, force, _progress, command)
+    return Context(loaded.config, folder, force, _progress, command or shlex.join(["speechllm", *sys.argv[1:]]))
 
 
 def _execute(stage: str, recipe: str | None, exp_dir: Path | None, sets: list[str] | None, force: bool,
-             values: Values | None = None) -> None:
-    """Run one stage and print its summary."""
+             values: Values | None = None, command: str | None = None) -> None:
+    """Run one stage and print its summary; ``command`` is recorded with its results (default: this one)."""
     from speechllm_cli.stages.registry import STAGES
 
-    _guarded(lambda: _print(STAGES[stage](_context(recipe, exp_dir, sets, force, values))))
+    _guarded(lambda: _print(STAGES[stage](_context(recipe, exp_dir, sets, force, values, command))))
 
 
 def _version(value: bool) -> None:
@@ -324,10 +323,13 @@ def run(
 ) -> None:
     """Run a recipe's stages in order, ESPnet style (what recipes/<name>/run.sh calls); stops at the first
     stage that fails. Options go to every stage; stage-only options need the stage's own command."""
+    common = [*(["--recipe", recipe] if recipe else []), *(["--exp-dir", str(exp_dir)] if exp_dir else []),
+              *(arg for value in set_ or [] for arg in ("--set", value)), *(["--force"] if force else [])]
     for number, name in enumerate(PIPELINE, 1):
         if stage <= number <= stop_stage:
-            err.print(Text(f"== stage {number}: speechllm {name}"))
-            _execute(name, recipe, exp_dir, set_, force)
+            command = shlex.join(["speechllm", name, *common])
+            err.print(Text(f"== stage {number}: {command}"), soft_wrap=True)
+            _execute(name, recipe, exp_dir, set_, force, command=command)
 
 
 @app.command("import-model")

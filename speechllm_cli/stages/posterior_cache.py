@@ -3,7 +3,7 @@
 Both the paired alignment baseline and decoding read them; since the encoder is frozen, running it once
 per split (and per LSD setting) is all the acoustic work a recipe needs after ``train-encoder``. The file
 is named by the encoder, the LSD setting and the split's manifest *and audio*, so re-prepared audio is
-encoded again; it is safetensors with a JSON header (no pickle), and an unreadable one is rebuilt.
+encoded again; it is safetensors with a JSON header (no code runs on load), and an unreadable one is rebuilt.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ folder holds a ``.done`` marker whose key matches the hash of its config and inp
 runs, and the marker is written last, so a killed unit simply runs again.
 
 Keys are the one scheme every stage and cache uses: settings plus the *content* of each input, named by
-its path relative to the experiment folder (so a moved folder keeps its keys). A split manifest's content
+its path relative to the experiment folder. A split manifest's content
 includes the audio files it points to, so re-recorded audio under the same names is new work.
 """
 
