@@ -35,9 +35,10 @@ def cli(tmp_path: Path):  # noqa: ANN201
 
 
 def load_cuts(path: Path):  # noqa: ANN201
+    """A split manifest ``<exp>/data/<split>/cuts.jsonl.gz``, its audio found as the stages find it."""
     from lhotse import CutSet
 
-    return CutSet.from_file(path).to_eager()
+    return CutSet.from_file(path).with_recording_path_prefix(str(path.parents[2])).to_eager()
 
 
 def tiny_wav2vec2(folder: Path, vocab: dict[str, int], layer_norm: bool = True,

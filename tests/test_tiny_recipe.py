@@ -568,9 +568,9 @@ def test_decode_before_align_is_one_line(tiny, tmp_path: Path) -> None:
 def test_a_deleted_marker_over_unchanged_inputs_redoes_only_that_unit(tiny, tmp_path: Path) -> None:
     """Issue 11 finding 7: rebuilt manifests and tokenizers had new bytes, so everything downstream retrained.
 
-    In the recipe's own folder: manifests name their audio by absolute path, so a copy's would differ."""
+    In a copy of the folder: its manifests name their audio relative to it, so the copy keeps every key."""
     exp, _ = tiny
-    copy = exp
+    copy = _copy_prepared(exp, tmp_path / "exp")
     cuts, tokenizer = copy / "data/train/cuts.jsonl.gz", copy / "tokenizer/tokenizer.model"
     before = cuts.read_bytes(), tokenizer.read_bytes()
     (copy / "data/train/.done").unlink()

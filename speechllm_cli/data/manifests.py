@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import atomic_path
@@ -123,13 +123,24 @@ def build_cuts(entries: Iterable[Entry], policy: BadInputPolicy, sample_rate: in
     return CutSet.from_cuts(cuts), report
 
 
-def write_cuts(cuts: CutSet, target: Path) -> None:
-    """Write a ``.jsonl.gz`` manifest whose bytes depend only on its cuts.
+def write_cuts(cuts: CutSet, target: Path, root: Path) -> None:
+    """Write a ``.jsonl.gz`` manifest whose bytes depend only on its cuts, not on where ``root`` lives.
 
     lhotse's own writer leaves the temporary file's name and the time in the gzip header, so the same
-    split prepared twice would differ, and every stage keyed on its content would run again.
+    split prepared twice would differ, and every stage keyed on its content would run again. Audio below
+    ``root`` (the experiment folder) is named relative to it, so a copied or moved folder still finds its
+    audio and keeps its keys; readers put ``root`` back in front (``with_recording_path_prefix``).
     """
     with atomic_path(target) as tmp, tmp.open("wb") as raw, \
             gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
         for cut in cuts:
-            packed.write((json.dumps(cut.to_dict(), ensure_ascii=False) + "\n").encode("utf-8"))
+            row = _relative_sources(cut.to_dict(), root.resolve())
+            packed.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def _relative_sources(row: dict[str, Any], root: Path) -> dict[str, Any]:
+    for source in row.get("recording", {}).get("sources", []):
+        path = Path(source["source"])
+        if source.get("type") == "file" and path.is_absolute() and path.is_relative_to(root):
+            source["source"] = str(path.relative_to(root))
+    return row

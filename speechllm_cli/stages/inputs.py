@@ -27,7 +27,7 @@ def load_cuts(context: Context, split: str) -> CutSet:
     path = cuts_path(context, split)
     if not path.is_file():
         raise SpeechLLMError(f"{path}: split {split!r} is not prepared (run prepare-data first)")
-    return CutSet.from_file(path).to_eager()
+    return CutSet.from_file(path).with_recording_path_prefix(str(context.exp_dir)).to_eager()
 
 
 def text_set_path(context: Context, name: str) -> Path:

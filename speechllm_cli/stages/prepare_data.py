@@ -67,7 +67,7 @@ def _prepare_split(context: Context, config: PrepareDataConfig, source: Source, 
     out_dir = context.exp_dir / "data" / split
     cuts, report = build_cuts(source.entries(split, context.track), config.on_bad_input, config.sample_rate, split,
                               config.audio_limits)
-    write_cuts(cuts, out_dir / "cuts.jsonl.gz")
+    write_cuts(cuts, out_dir / "cuts.jsonl.gz", context.exp_dir)
     skipped = out_dir / "skipped.tsv"
     if report.skipped_lines:
         write_text(skipped, "reason\twhere\tdetail\n" + "\n".join(report.skipped_lines) + "\n")

@@ -90,22 +90,23 @@ def _audio_digest(path: Path) -> str:
     return _audio_digests[memo]
 
 
-def _manifest_audio(path: Path) -> list[Path]:
+def _manifest_audio(path: Path, root: Path) -> list[Path]:
+    """The audio files a manifest names; relative names are below the experiment folder ``root``."""
     with gzip.open(path, "rt", encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle if line.strip()]
     sources = {source["source"] for row in rows for source in row.get("recording", {}).get("sources", [])
                if source.get("type") == "file"}
-    return [Path(source) for source in sorted(sources)]
+    return [root / source for source in sorted(sources)]
 
 
-def input_digest(path: Path) -> str:
+def input_digest(path: Path, root: Path) -> str:
     """Content hash of one input: a file, a folder, or a split manifest together with its audio."""
     if not path.exists():
         return "missing"
     if path.name != CUTS:
         return file_digest(path)
     digest = hashlib.sha256(file_digest(path).encode())
-    for audio in _manifest_audio(path):
+    for audio in _manifest_audio(path, root):
         digest.update(_audio_digest(audio).encode() if audio.is_file() else b"missing")
     return digest.hexdigest()
 
@@ -116,7 +117,7 @@ def input_digests(root: Path, paths: Iterable[Path]) -> dict[str, str]:
     named = {}
     for path in paths:
         resolved = path.resolve()
-        named[str(resolved.relative_to(base)) if resolved.is_relative_to(base) else str(path)] = input_digest(path)
+        named[str(resolved.relative_to(base)) if resolved.is_relative_to(base) else str(path)] = input_digest(path, root)
     return named
 
 
