@@ -233,7 +233,10 @@ def test_calibrated_alignment_needs_the_calibration(tiny, tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("system", ["tasu", "calibrated"])
-def test_killed_alignment_resumes_to_the_uninterrupted_result(tiny, tmp_path: Path, system: str) -> None:
+def test_killed_alignment_resumes_past_a_damaged_checkpoint_to_the_uninterrupted_result(tiny, tmp_path: Path,
+                                                                                       system: str) -> None:
+    """SIGKILL after two checkpoints, then the newest one truncated: the resume says so, continues from the
+    one before, and ends with the weights of a run never interrupted (issue 11 finding 5)."""
     from safetensors.torch import load_file
 
     exp, _ = tiny
@@ -243,20 +246,26 @@ def test_killed_alignment_resumes_to_the_uninterrupted_result(tiny, tmp_path: Pa
     killed = _copy_prepared(exp, tmp_path / "killed")
     process = subprocess.Popen([str(SPEECHLLM), "align", "--recipe", "tiny", "--exp-dir", str(killed),
                                 *ONLY[system], *longer], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = killed / "align" / system / "train_log.jsonl"
+    checkpoints = killed / "align" / system / "checkpoint"
+
+    def saved() -> list[Path]:
+        return sorted(checkpoints.glob("step-*"), key=lambda folder: int(folder.name.split("-")[1]))
+
     deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        if log.is_file() and any(json.loads(line)["step"] >= 4 for line in log.read_text().splitlines()):
-            break
+    while time.time() < deadline and process.poll() is None and len(saved()) < 2:
         time.sleep(0.05)
     assert process.poll() is None, "align finished before it could be killed"
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (killed / "align" / system / ".done").exists()
+    older, newest = saved()[-2:]
+    damaged = newest / "tensors.safetensors"
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
     result = _align(killed, *ONLY[system], *longer)
     assert result.returncode == 0, result.stderr
+    assert f"skipped {newest.name} (tensors.safetensors does not match its sha256" in result.stderr
     stats = json.loads((killed / "align" / system / ".done").read_text())["stats"]
-    assert 2 <= stats["resumed_from"] < 16
+    assert stats["resumed_from"] == int(older.name.split("-")[1])
     ours = load_file(str(killed / "align" / system / "projector/model.safetensors"))
     theirs = load_file(str(reference / "align" / system / "projector/model.safetensors"))
     assert ours.keys() == theirs.keys()
