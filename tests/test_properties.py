@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import unicodedata
 
-import pytest
 import torch
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
@@ -49,7 +48,8 @@ def _is_word_char(char: str) -> bool:
 @given(text=texts, config=configs, lang=st.sampled_from(["en", "de", "fr", "xx"]))
 def test_normalize_never_raises_and_collapses_whitespace(text: str, config: NormalizerConfig, lang: str) -> None:
     """Any transcript gives a result (``xx`` exercises the English fallback for languages num2words lacks;
-    Spanish, whose num2words overflows on 28-digit runs, is in the digit-run test below); whitespace comes out as single ASCII spaces between tokens, never at the ends."""
+    Spanish, whose num2words overflows on 28-digit runs, is in the digit-run test below); whitespace comes
+    out as single ASCII spaces between tokens, never at the ends."""
     out = normalize(text, config, lang=lang)
     assert out == out.strip() and "  " not in out
     assert all(char == " " or not char.isspace() for char in out)

@@ -27,7 +27,8 @@ Posteriors = dict[str, dict[str, Any]]
 
 
 def _cache_path(context: Context, split: str, lsd: LSDConfig) -> Path:
-    made_from = [file_digest(encoder_dir(context)), lsd.model_dump_json(), input_digest(cuts_path(context, split), context.exp_dir)]
+    made_from = [file_digest(encoder_dir(context)), lsd.model_dump_json(),
+                 input_digest(cuts_path(context, split), context.exp_dir)]
     key = hashlib.sha256("\n".join(made_from).encode()).hexdigest()[:16]
     return context.exp_dir / "encoder" / "posteriors" / f"{split}-{key}.safetensors"
 

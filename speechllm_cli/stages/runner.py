@@ -117,7 +117,8 @@ def input_digests(root: Path, paths: Iterable[Path]) -> dict[str, str]:
     named = {}
     for path in paths:
         resolved = path.resolve()
-        named[str(resolved.relative_to(base)) if resolved.is_relative_to(base) else str(path)] = input_digest(path, root)
+        name = str(resolved.relative_to(base)) if resolved.is_relative_to(base) else str(path)
+        named[name] = input_digest(path, root)
     return named
 
 
