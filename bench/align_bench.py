@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     system = config.systems[args.system]
     encoder = load_trained_encoder(context)
     torch.manual_seed(0)
-    model, tokenizer = build_speech_llm(context, config, encoder)
+    model, tokenizer = build_speech_llm(context.config.model, config.instruction, encoder)
     items, _ = text_items(context, system.text_sets, encoder, tokenizer, config.max_target_tokens)
     collate = feeds.collate_fn(simulation(context, config, system, encoder.vocab_size))
     plan = epoch_batches([len(e) for e in items], config.train, 0)[: args.steps]

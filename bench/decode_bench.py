@@ -11,7 +11,7 @@ One run prints three things the decode stage does not:
    frame, from the split's real posteriors: the sequence-length side of TASU's interface.
 
 Everything runs through the project's own decoding path (``split_posteriors``, ``load_trained``,
-``speech_texts``), so the numbers describe what ``speechllm decode`` does. See bench/README.md.
+``SpeechLLMSystem``), so the numbers describe what ``speechllm decode`` does. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -29,18 +29,20 @@ from typing import Any
 import torch
 
 from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.core.configs import LSDConfig
 from speechllm_cli.core.encoders import CTCEncoder
+from speechllm_cli.core.feeds import Example
 from speechllm_cli.core.llm import target_ids
-from speechllm_cli.core.posteriors import LSDConfig
 from speechllm_cli.core.speech_llm import SpeechLLM
 from speechllm_cli.data.normalize import NormalizerConfig, normalize
 from speechllm_cli.metrics.asr import score_asr
-from speechllm_cli.stages.decode import DecodeConfig, speech_texts
+from speechllm_cli.stages.decode import DecodeConfig
+from speechllm_cli.stages.front_end import split_posteriors
 from speechllm_cli.stages.inputs import encoder_dir, load_cuts, load_trained_encoder
-from speechllm_cli.stages.posterior_cache import split_posteriors
 from speechllm_cli.stages.recipe import load_recipe
 from speechllm_cli.stages.runner import Context
 from speechllm_cli.stages.speech_llm_io import load_trained
+from speechllm_cli.stages.systems import SpeechLLMSystem
 
 
 @dataclass
@@ -57,7 +59,7 @@ class Split:
 
 
 class TokensAsText:
-    """A stand-in tokenizer for ``speech_texts``: each hypothesis comes back as its token ids.
+    """A stand-in tokenizer for ``SpeechLLMSystem``: each hypothesis comes back as its token ids.
 
     Comparing decoded text could hide two token sequences that detokenize alike (and special tokens are
     skipped); comparing ids cannot.
@@ -123,18 +125,20 @@ def encode_split(context: Context, encoder: CTCEncoder, split: str, lsd: LSDConf
     finally:
         hook.remove()
     entries = [posteriors[cut.id] for cut in cuts]
-    return Split(lsd=[e["lsd"] for e in entries],
-                 frames=[frames_of[round(e["seconds"] * encoder.sample_rate)] for e in entries],
+    return Split(lsd=[e.lsd for e in entries],
+                 frames=[frames_of[round(e.seconds * encoder.sample_rate)] for e in entries],
                  references=[cut.supervisions[0].text or "" for cut in cuts],
-                 audio_seconds=[e["seconds"] for e in entries],
-                 encode_seconds=[e["encode_s"] for e in entries])
+                 audio_seconds=[e.seconds for e in entries],
+                 encode_seconds=[e.encode_s for e in entries])
 
 
 def timed_texts(model: SpeechLLM, tokenizer: Any, lsd: list[torch.Tensor], config: DecodeConfig,
                 context: Context) -> tuple[list[str], float]:
     started = time.perf_counter()
     with torch.no_grad():
-        texts = speech_texts(model, tokenizer, lsd, lsd[0].shape[1], config, context.track, "decoding")
+        system = SpeechLLMSystem(model, tokenizer, lsd[0].shape[1], config.generation, config.batch_size,
+                                 context.track)
+        texts = system.answer([Example("speech", x, []) for x in lsd], "decoding")
     return texts, time.perf_counter() - started
 
 
@@ -188,13 +192,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     recipe = load_recipe(args.recipe, args.overrides)
     context = Context(recipe.config, args.exp_dir)
-    align = context.section("align")
     decode = recipe.config.decode or DecodeConfig(splits=args.split)
     normalizer = recipe.config.prepare_text.normalize if recipe.config.prepare_text else NormalizerConfig()
 
     encoder = load_trained_encoder(context)
-    model, tokenizer = load_trained(context, align, encoder, args.system)
-    splits = [encode_split(context, encoder, split, align.lsd) for split in args.split]
+    model, tokenizer = load_trained(context, encoder, args.system)
+    splits = [encode_split(context, encoder, split, recipe.config.model.lsd) for split in args.split]
     keep = slice(0, args.limit)
     lsd = [x for s in splits for x in s.lsd][keep]
     frames = [n for s in splits for n in s.frames][keep]
@@ -218,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(f"decode benchmark: recipe {recipe.config.name}, system {args.system}, split {' + '.join(args.split)}: "
           f"{len(lsd)} utterances, {audio:.1f} s of audio")
-    print(f"LLM {align.llm.model} ({model.llm.config._attn_implementation} attention, "
+    print(f"LLM {recipe.config.model.llm.model} ({model.llm.config._attn_implementation} attention, "
           f"torch threads {torch.get_num_threads()}); decode settings: beam {generation.beam}, "
           f"batch {decode.batch_size}, max {generation.max_new_tokens} new tokens")
     rows = [

@@ -50,7 +50,8 @@ def test_unbuilt_stages_are_not_offered(cli) -> None:
 def test_curriculum_finetune_before_its_inputs_exist_is_one_line(cli) -> None:
     result = cli("curriculum-finetune", "--recipe", "tiny", "--scheme", "text-only")
     assert result.returncode == 1
-    assert result.stderr.strip() == "error: exp/tiny/encoder/encoder.json: no trained encoder (run train-encoder first)"
+    assert result.stderr.strip() == (
+        "error: exp/tiny/text/slu_train.jsonl: text set 'slu_train' does not exist (run prepare-text first)")
     unknown = cli("curriculum-finetune", "--recipe", "tiny", "--track", "fr")
     assert unknown.returncode == 1 and "--track fr: not in curriculum_finetune.tracks (known: en, en-de)" in unknown.stderr
     scheme = cli("curriculum-finetune", "--recipe", "tiny", "--scheme", "warmup")

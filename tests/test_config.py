@@ -88,3 +88,26 @@ def test_voice_specs_are_checked() -> None:
         Voice.parse("festival:kal")
     with pytest.raises(SpeechLLMError, match="prepare_data.mini.voices"):
         load_recipe("tiny", ["prepare_data.mini.voices.train=[en-us]"])
+
+
+def test_the_model_section_is_shared_and_validated_without_torch(tmp_path: Path) -> None:
+    """Issue 12: one ``model`` section (LLM, projector, LSD, CPS) for every stage; the old per-stage keys are
+    errors naming them, and a projector kind outside the registry is refused before anything runs."""
+    import subprocess
+    import sys
+    from typing import get_args
+
+    from speechllm_cli.core.configs import ProjectorKind
+    from speechllm_cli.core.projector import PROJECTORS
+
+    assert set(get_args(ProjectorKind)) == set(PROJECTORS)
+    data = _tiny()
+    data["align"]["llm"] = data["model"]["llm"]
+    with pytest.raises(SpeechLLMError, match=r"align\.llm: unknown key"):
+        load_recipe(str(_recipe(tmp_path, data)), [])
+    with pytest.raises(SpeechLLMError, match=r"model\.projector\.kind"):
+        load_recipe("tiny", ["model.projector.kind=bogus"])
+    probe = ("import sys; from speechllm_cli.stages.recipe import load_recipe; load_recipe('tiny', []); "
+             "print(sorted(m for m in ('torch', 'transformers', 'peft', 'lhotse') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"

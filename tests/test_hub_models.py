@@ -1,5 +1,5 @@
 """The users' hub-model path through the real CLI: a pretrained Hugging Face CTC encoder imported as is
-(``train_encoder.source``) and a Hugging Face LLM folder (``align.llm.model``), from data to RESULTS.md.
+(``train_encoder.source``) and a Hugging Face LLM folder (``model.llm.model``), from data to RESULTS.md.
 
 No hub access here, so both models are tiny random ones built on disk in the layout the hub gives: a
 wav2vec2 with a character vocabulary whose pad (the CTC blank) is not at id 0, and a Llama saved with
@@ -52,7 +52,8 @@ def _tiny_llama(folder: Path) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from speechllm_cli.core.llm import LLMConfig, load_llm
+    from speechllm_cli.core.configs import LLMConfig
+    from speechllm_cli.core.llm import load_llm
     from speechllm_cli.stages.speech_llm_io import llm_cache_dir
 
     _, tokenizer = load_llm(LLMConfig(model="tiny-random-smollm2"), llm_cache_dir())
@@ -81,7 +82,7 @@ def _recipe(tmp_path: Path, encoder: Path, llm: Path) -> Path:
     mini["corpora"]["commands_text"]["sentences"] = 8
     mini["corpora"]["scripture_text"]["sentences"] = 8
     config["train_encoder"] = {"encoder": "hf-ctc", "source": str(encoder)}
-    config["align"]["llm"]["model"] = str(llm)
+    config["model"]["llm"]["model"] = str(llm)
     config["decode"]["generation"]["max_new_tokens"] = 8
     path = tmp_path / "recipe" / "config.yaml"
     path.parent.mkdir()

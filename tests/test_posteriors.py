@@ -6,7 +6,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from speechllm_cli.core.posteriors import CPSConfig, LSDConfig, label_synchronous, simulate_posteriors
+from speechllm_cli.core.configs import CPSConfig, LSDConfig
+from speechllm_cli.core.posteriors import label_synchronous, simulate_posteriors
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from speechllm_cli.core.posteriors import CPSConfig, LSDConfig, label_synchronous, simulate_posteriors
+from speechllm_cli.core.configs import CPSConfig, LSDConfig
+from speechllm_cli.core.posteriors import label_synchronous, simulate_posteriors
 from speechllm_cli.data.normalize import NormalizerConfig, normalize
 
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -13,8 +13,8 @@ from speechllm_cli.data.budget import budget_count, speech_subset
 from speechllm_cli.data.text_domains import GENERATORS
 from speechllm_cli.data.text_domains.grammar import frame_json
 from speechllm_cli.metrics.slu import char_distance, parse_frame, score_slu, word_distance
-from speechllm_cli.stages.curriculum_finetune import CurriculumConfig
-from speechllm_cli.stages.schedules import PRESETS, PhaseConfig
+from speechllm_cli.stages.curriculum.config import CurriculumConfig
+from speechllm_cli.stages.curriculum.schedules import PRESETS, PhaseConfig
 from tests.conftest import write_tone
 
 
@@ -93,7 +93,7 @@ def test_curriculum_config_errors_name_the_key() -> None:
         validate(CurriculumConfig, {**base, "schemes": ["warmup"]}, "config.yaml")
     with pytest.raises(SpeechLLMError, match="tracks.en.tset: unknown key"):
         validate(CurriculumConfig, {"tracks": {"en": {"text": "a", "speech": "a", "test": "b", "tset": "b"}}}, "config.yaml")
-    with pytest.raises(SpeechLLMError, match="come with the init align system"):
+    with pytest.raises(SpeechLLMError, match="llm: unknown key"):
         validate(CurriculumConfig, {**base, "llm": {"model": "x"}}, "config.yaml")
     custom = validate(CurriculumConfig, {**base, "schemes": ["mine"],
                                          "schedules": {"mine": [{"inputs": {"cps": 1}, "train": ["projector"]}]}}, "c")

@@ -15,7 +15,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from speechllm_cli.core.speech_llm import IGNORE, GenerationConfig, Prompt, SpeechLLM
+from speechllm_cli.core.configs import GenerationConfig
+from speechllm_cli.core.speech_llm import IGNORE, Prompt, SpeechLLM
 
 UNITS = 8
 """Width of the inserted vectors the projector maps into the LLM (a stand-in for the CTC vocabulary)."""

@@ -492,10 +492,12 @@ def _cached_seconds(exp: Path, split: str) -> dict[str, float]:
     """Audio seconds by utterance as the newest posterior cache of ``split`` holds them."""
     from safetensors import safe_open
 
-    newest = max((exp / "encoder/posteriors").glob(f"{split}-*.safetensors"), key=lambda p: p.stat().st_mtime_ns)
-    with safe_open(str(newest), framework="pt") as handle:
-        header = json.loads(handle.metadata()["utterances"])
-    return {uid: fields["seconds"] for uid, fields in header.items()}
+    newest = max((exp / "encoder/posteriors").glob(f"{split}-*"), key=lambda p: p.stat().st_mtime_ns)
+    seconds = {}
+    for part in sorted(newest.glob("part-*.safetensors")):
+        with safe_open(str(part), framework="pt") as handle:
+            seconds |= {uid: fields["seconds"] for uid, fields in json.loads(handle.metadata()["utterances"]).items()}
+    return seconds
 
 
 def test_re_prepared_audio_is_encoded_again(tiny, tmp_path: Path) -> None:
@@ -534,7 +536,8 @@ def test_crafted_pickles_in_caches_and_checkpoints_are_never_executed(tiny, tmp_
     shutil.copytree(exp / "align/tasu", copy / "align/tasu")
     proof = tmp_path / "code-ran"
     crafted = pickle.dumps({"payload": _Payload(proof)})
-    caches = sorted((copy / "encoder/posteriors").glob("test_newvoice-*.safetensors"))
+    caches = sorted((copy / "encoder/posteriors").glob("test_newvoice-*/part-*.safetensors"))
+    assert caches, "the prepared experiment has a posterior cache to plant into"
     for cache in caches:
         cache.write_bytes(crafted)
         cache.with_suffix(".pt").write_bytes(crafted)
@@ -555,7 +558,7 @@ def test_crafted_pickles_in_caches_and_checkpoints_are_never_executed(tiny, tmp_
 def test_truncated_posterior_cache_is_rebuilt(tiny, tmp_path: Path) -> None:
     exp, _ = tiny
     copy = _copy_prepared(exp, tmp_path / "exp")
-    for cache in (copy / "encoder/posteriors").glob("test_indomain-*.safetensors"):
+    for cache in (copy / "encoder/posteriors").glob("test_indomain-*/part-*.safetensors"):
         cache.write_bytes(cache.read_bytes()[: cache.stat().st_size // 2])
     decoded = _speechllm("decode", "--recipe", "tiny", "--exp-dir", copy, "--system", "ctc", "--force",
                          "--set", "decode.splits=[test_indomain]")
@@ -592,3 +595,34 @@ def test_a_deleted_marker_over_unchanged_inputs_redoes_only_that_unit(tiny, tmp_
     encoder = _speechllm("train-encoder", "--recipe", "tiny", "--exp-dir", copy)
     assert encoder.returncode == 0, encoder.stderr
     assert "up to date" in encoder.stdout and " done" not in encoder.stdout
+
+
+def test_a_users_file_decodes_as_the_split_decoder_decodes_it(tiny) -> None:
+    """Issue 12: one decoding path. A speech LLM system given an utterance's audio file gives the hypothesis
+    the split decoder wrote for that utterance (in a batch of others, through the posterior cache)."""
+    exp, _ = tiny
+    hyps = {row["id"]: row["hyp"] for row in map(json.loads, (exp / "decode/tasu/test_indomain/hyps.jsonl")
+                                                  .read_text().splitlines())}
+    cuts = load_cuts(exp / "data/test_indomain/cuts.jsonl.gz")
+    chosen = [cut for cut in cuts if cut.start == 0 and cut.duration == cut.recording.duration][:2]
+    assert chosen, "the tiny recipe writes one file per utterance"
+    files = [Path(cut.recording.sources[0].source) for cut in chosen]
+    result = _speechllm("decode", "--recipe", "tiny", "--exp-dir", exp, "--system", "tasu", *files)
+    assert result.returncode == 0, result.stderr
+    printed = dict(line.split("\t", 1) for line in result.stdout.splitlines())
+    assert {Path(path).name: text for path, text in printed.items()} == {
+        file.name: hyps[cut.id] for file, cut in zip(files, chosen, strict=True)}
+
+
+def test_ctc_decoding_depends_on_neither_lsd_nor_generation(tiny, tmp_path: Path) -> None:
+    exp, _ = tiny
+    copy = _copy_prepared(exp, tmp_path / "exp")
+    shutil.copytree(exp / "decode", copy / "decode")
+    shutil.copytree(exp / "align/tasu", copy / "align/tasu")
+    changed = ("--set", "model.lsd.blank_threshold=0.8", "--set", "decode.generation.max_new_tokens=5",
+               "--set", "decode.splits=[test_indomain]")
+    result = _speechllm("decode", "--recipe", "tiny", "--exp-dir", copy, "--system", "ctc", "--system", "tasu",
+                        *changed)
+    assert result.returncode == 0, result.stderr
+    statuses = {line.split()[0]: line.split()[-1] for line in result.stdout.splitlines() if line.startswith("decode/")}
+    assert statuses == {"decode/ctc/test_indomain": "date", "decode/tasu/test_indomain": "done"}

@@ -199,7 +199,7 @@ def test_batches_cover_every_item_once_per_epoch_and_group_lengths() -> None:
 def test_collate_sees_the_training_progress_of_each_step(tmp_path: Path) -> None:
     """Schedules over training (the calibrated simulation's error level) read step / steps from the loop,
     also after a resume."""
-    from speechllm_cli.core.calibration import LevelSchedule
+    from speechllm_cli.core.configs import LevelSchedule
 
     schedule = LevelSchedule([(0.0, 0.0), (0.5, 1.0), (1.0, 1.5)])
     seen: list[float] = []

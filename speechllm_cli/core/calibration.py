@@ -31,11 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from pydantic import Field
 from safetensors.torch import load_file, save_file
 
-from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.io import atomic_dir
+from speechllm_cli.core.configs import SimulatorConfig
 
 CORRECT, SUBSTITUTION, SOFT, DELETION = range(4)
 EVENTS = ("correct", "substitution", "soft", "deletion")
@@ -245,15 +244,6 @@ def load_calibration(folder: Path) -> Calibration:
                        meta["insertions"], meta["gaps"], meta["utterances"], templates)
 
 
-class SimulatorConfig(StrictModel):
-    prior: float = Field(20.0, ge=0.0)
-    """Pseudo-observations of the global event shares mixed into each unit's own counts."""
-    template_prior: float = Field(4.0, ge=0.0)
-    """A unit with n templates of an event uses its own with probability n / (n + template_prior)."""
-    max_error: float = Field(0.95, gt=0.0, le=1.0)
-    """Cap on a unit's total error probability when a level above 1 scales the rates up."""
-
-
 class CalibratedSimulator:
     """Simulated LSD frames for tokenised transcripts, drawn from a :class:`Calibration` (see
     :class:`SimulatorConfig` for how sparse counts are smoothed)."""
@@ -378,31 +368,3 @@ class CalibratedSimulator:
         return frames.scatter_add_(1, swapped, probs)
 
 
-class LevelSchedule:
-    """The simulated error level over training: (progress, level) points, linear in between, flat outside.
-
-    Progress runs from 0 (first step) to 1 (end of training), so one schedule means the same curriculum
-    whatever the number of steps: ``[(0, 0), (0.3, 1), (1, 1.5)]`` starts clean, reaches the measured
-    encoder at 30 % of training and ends half as bad again.
-    """
-
-    def __init__(self, points: Sequence[tuple[float, float]]) -> None:
-        if not points:
-            raise ValueError("a level schedule needs at least one (progress, level) point")
-        progress = [p for p, _ in points]
-        if progress != sorted(progress) or not all(0 <= p <= 1 for p in progress):
-            raise ValueError("schedule progress points must rise from 0 to 1")
-        if any(level < 0 for _, level in points):
-            raise ValueError("error levels must not be negative")
-        self.points = [(float(p), float(level)) for p, level in points]
-
-    def level_at(self, progress: float) -> float:
-        (first, first_level), (last, last_level) = self.points[0], self.points[-1]
-        if progress <= first:
-            return first_level
-        if progress >= last:
-            return last_level
-        for (p0, l0), (p1, l1) in zip(self.points, self.points[1:], strict=False):
-            if p0 <= progress <= p1:
-                return l1 if p1 == p0 else l0 + (l1 - l0) * (progress - p0) / (p1 - p0)
-        return last_level

@@ -17,8 +17,9 @@ from typing import Any, Literal
 
 import torch
 
-from speechllm_cli.core.posteriors import CPSConfig, simulate_posteriors
-from speechllm_cli.core.speech_llm import GenerationConfig, SpeechLLM
+from speechllm_cli.core.configs import CPSConfig, GenerationConfig
+from speechllm_cli.core.posteriors import simulate_posteriors
+from speechllm_cli.core.speech_llm import SpeechLLM
 
 Kind = Literal["text", "cps", "speech"]
 KINDS: tuple[Kind, ...] = ("text", "cps", "speech")

@@ -23,9 +23,9 @@ from jinja2 import TemplateError
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import atomic_dir
+from speechllm_cli.core.configs import LLMConfig
 
 # peft probes this deprecated transformers attribute on every wrap; the warning would precede every stage's output.
 warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*is deprecated", category=FutureWarning)
@@ -35,24 +35,6 @@ PLACEHOLDER = "<|speechllm:speech-positions|>"
 
 SOURCE_FILE = "speechllm_source.json"
 """Written into a converted folder: which GGUF file it came from."""
-
-
-class LoraSettings(StrictModel):
-    rank: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
-    target_modules: list[str] = ["q_proj", "v_proj"]
-
-
-class LLMConfig(StrictModel):
-    model: str = "smollm2-135m-instruct"
-    """A built-in alias (see ``ALIASES``), a Hugging Face folder, a hub id (``org/name``) or a ``.gguf`` file."""
-    gguf_file: str | None = None
-    """The GGUF file to use inside ``model`` when that is a folder or hub id holding GGUF files."""
-    system_prompt: str | None = None
-    """None renders no system turn at all (not even the template's default one); ``""`` an empty one."""
-    lora: LoraSettings | None = None
-    """None keeps the LLM entirely frozen; otherwise only these LoRA adapters train."""
 
 
 def _smollm2_135m_instruct(cache_dir: Path) -> Path:

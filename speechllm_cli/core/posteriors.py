@@ -12,32 +12,8 @@ reproduce TASU exactly and every departure from it is an explicit setting.
 from __future__ import annotations
 
 import torch
-from pydantic import Field, NonNegativeInt
 
-from speechllm_cli.common.config import StrictModel
-
-
-class CPSConfig(StrictModel):
-    smoothing_max: float = Field(0.1, ge=0.0, le=1.0)
-    """Per utterance a ~ U(0, smoothing_max) and every frame becomes (1 - a) * onehot + a / V."""
-    deletion: float = Field(0.05, ge=0.0, le=1.0)
-    """Probability of dropping each frame (at least one frame always survives)."""
-    insertion: float = Field(0.0, ge=0.0, le=1.0)
-    """round(L * insertion) frames are inserted at random gaps, L = the transcript's token count."""
-    insertion_blank_share: float = Field(0.5, ge=0.0, le=1.0)
-    """Probability that an inserted frame is a blank rather than a copy of a neighbour."""
-    substitution: float = Field(0.0, ge=0.0, le=1.0)
-    """Probability of replacing each label by a different, uniformly drawn non-blank unit (not in TASU)."""
-    repeat: float = Field(0.0, ge=0.0, le=1.0)
-    """Probability that a frame is followed by a copy of itself, as CTC repeats labels (not in TASU)."""
-    blank: float = Field(0.0, ge=0.0, le=1.0)
-    """Probability that a frame is followed by a blank frame (not in TASU)."""
-
-
-class LSDConfig(StrictModel):
-    blank_threshold: float = Field(0.9, ge=0.0, le=1.0)
-    """Frames whose P(blank) reaches this value are dropped after run merging."""
-    blank_id: NonNegativeInt = 0
+from speechllm_cli.core.configs import CPSConfig, LSDConfig
 
 
 def simulate_posteriors(token_ids: list[list[int]], vocab_size: int, config: CPSConfig,

@@ -13,24 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from pydantic import PositiveInt, field_validator
 from safetensors.torch import load_file, save_file
 
-from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.io import atomic_dir
-
-
-class ProjectorConfig(StrictModel):
-    kind: str = "tasu-mlp"
-    """tasu-mlp or unit-lookup."""
-    hidden: PositiveInt = 2048
-
-    @field_validator("kind")
-    @classmethod
-    def _registered(cls, kind: str) -> str:
-        if kind not in PROJECTORS:
-            raise ValueError(f"unknown projector {kind!r} (known: {', '.join(PROJECTORS)})")
-        return kind
+from speechllm_cli.core.configs import ProjectorConfig
 
 
 class TasuMLP(torch.nn.Module):

@@ -13,21 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 
-from speechllm_cli.common.config import StrictModel
+from speechllm_cli.core.configs import GenerationConfig
 
 IGNORE = -100
-
-
-class GenerationConfig(StrictModel):
-    beam: PositiveInt = 1
-    max_new_tokens: PositiveInt = 200
-    length_ratio: PositiveFloat = 2.0
-    """Hypotheses are cut at ``length_ratio`` tokens per input position (+4): a guard against loops."""
-    repetition_penalty: PositiveFloat = 1.0
-    no_repeat_ngram: NonNegativeInt = 0
-    """Forbid repeating any n-gram of this size (0 = off)."""
 
 
 @dataclass

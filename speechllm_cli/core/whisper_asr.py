@@ -8,22 +8,17 @@ get from the off-the-shelf model on the same test sets.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import PositiveInt
 
-from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.core.configs import WhisperASRConfig
 
-
-class WhisperASRConfig(StrictModel):
-    model: str = "whisper-tiny.en"
-    """A built-in alias, a Hugging Face Whisper folder or a hub id."""
-    beam: PositiveInt = 1
-    max_new_tokens: PositiveInt = 128
+if TYPE_CHECKING:
+    from speechllm_cli.data.audio_source import AudioSource
 
 
 @contextmanager
@@ -59,14 +54,13 @@ class WhisperASR:
         self.generation.update(num_beams=config.beam, max_new_tokens=config.max_new_tokens, max_length=None)
         """Everything in one config: mixing it with keyword arguments makes transformers warn on every batch."""
 
-    def transcribe(self, waves: Sequence[torch.Tensor], batch_size: int,
+    def transcribe(self, audio: AudioSource, batch_size: int,
                    track: Callable[[Iterable[Any], int, str], Iterable[Any]], description: str) -> list[str]:
-        """One transcript per 16 kHz waveform (each at most 30 s), in batches of similar length."""
-        order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
-        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-        texts = [""] * len(waves)
+        """One transcript per utterance (each at most 30 s), read and decoded a batch of similar lengths at a time."""
+        batches = audio.batches(batch_size)
+        texts = [""] * len(audio)
         for batch in track(batches, len(batches), description):
-            inputs = self.processor.feature_extractor([waves[i].numpy() for i in batch], sampling_rate=16000,
+            inputs = self.processor.feature_extractor([audio.load(i).numpy() for i in batch], sampling_rate=16000,
                                                       return_tensors="pt", return_attention_mask=True)
             with torch.no_grad(), _quiet_transformers():
                 ids = self.model.generate(inputs.input_features, attention_mask=inputs.attention_mask,
@@ -75,4 +69,3 @@ class WhisperASR:
                                    strict=True):
                 texts[index] = text.strip()
         return texts
-

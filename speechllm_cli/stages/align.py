@@ -20,10 +20,7 @@ from pydantic import PositiveInt, model_validator
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.names import Name
-from speechllm_cli.core.calibration import LevelSchedule, SimulatorConfig
-from speechllm_cli.core.llm import LLMConfig
-from speechllm_cli.core.posteriors import CPSConfig, LSDConfig
-from speechllm_cli.core.projector import ProjectorConfig
+from speechllm_cli.core.configs import LevelSchedule, SimulatorConfig
 from speechllm_cli.core.train_config import TrainConfig
 from speechllm_cli.stages.calibrate import calibration_model_dir
 from speechllm_cli.stages.inputs import encoder_dir, load_text_set, load_trained_encoder, text_set_path
@@ -57,14 +54,11 @@ class AlignSystemConfig(StrictModel):
 
 
 class AlignConfig(StrictModel):
-    llm: LLMConfig = LLMConfig()
-    projector: ProjectorConfig = ProjectorConfig()
+    """How the systems are trained; what they are made of (LLM, projector, LSD, CPS) is the recipe's ``model``."""
+
     instruction: str = "Transcribe the speech."
-    cps: CPSConfig = CPSConfig()
-    """TASU's simulation, for systems in cps mode."""
     calibrated: SimulatorConfig = SimulatorConfig()
     """The calibrated simulation's priors and error cap, for systems in calibrated mode."""
-    lsd: LSDConfig = LSDConfig()
     systems: dict[Name, AlignSystemConfig]
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """Training arithmetic: bf16 autocast or fp32; auto picks bf16 on CUDA and fp32 on CPUs (where bf16
@@ -94,15 +88,15 @@ def _paired_items(context: Context, system: AlignSystemConfig, config: AlignConf
                   tokenizer: Any) -> tuple[list[Example], int]:
     from speechllm_cli.core.feeds import Example
     from speechllm_cli.core.llm import target_ids
-    from speechllm_cli.stages.posterior_cache import split_posteriors
+    from speechllm_cli.stages.front_end import split_posteriors
 
     assert system.split is not None
-    posteriors = split_posteriors(context, encoder, system.split, config.lsd)
+    posteriors = split_posteriors(context, encoder, system.split, context.config.model.lsd)
     items, left_out = [], 0
     for row in load_text_set(context, system.text_sets[0]):
         entry, target = posteriors.get(row["id"]), target_ids(tokenizer, row["target"])
-        if entry is not None and entry["lsd"].shape[0] > 0 and len(target) <= config.max_target_tokens:
-            items.append(Example("speech", entry["lsd"], target))
+        if entry is not None and entry.lsd.shape[0] > 0 and len(target) <= config.max_target_tokens:
+            items.append(Example("speech", entry.lsd, target))
         else:
             left_out += 1
     return items, left_out
@@ -114,7 +108,7 @@ def simulation(context: Context, config: AlignConfig, system: AlignSystemConfig,
     from speechllm_cli.core.calibration import CalibratedSimulator, load_calibration
 
     if system.mode != "calibrated":
-        return feeds.tasu_cps(vocab_size, config.cps)
+        return feeds.tasu_cps(vocab_size, context.config.model.cps)
     folder = calibration_model_dir(context)
     if not (folder / "calibration.json").is_file():
         raise SpeechLLMError(f"{folder}: no calibration of the encoder (run calibrate first)")
@@ -131,7 +125,7 @@ def _train_system(context: Context, config: AlignConfig, name: str) -> dict[str,
     encoder = load_trained_encoder(context)
     vocab_size = encoder.vocab_size
     seed_everything(config.train.seed)
-    model, tokenizer = build_speech_llm(context, config, encoder)
+    model, tokenizer = build_speech_llm(context.config.model, config.instruction, encoder)
     if system.mode == "paired":
         items, left_out = _paired_items(context, system, config, encoder, tokenizer)
     else:
@@ -143,7 +137,7 @@ def _train_system(context: Context, config: AlignConfig, name: str) -> dict[str,
     collate = feeds.collate_fn(simulation(context, config, system, vocab_size))
     job = TrainJob(model, items, [len(e) for e in items], collate, feeds.loss, folder, config.precision)
     report = train(job, config.train, context.track)
-    save_trained(model, folder, vocab_size, config)
+    save_trained(model, folder, vocab_size, context.config.model)
     return {"mode": system.mode, "examples": len(items), "left_out": left_out, "steps": report.steps,
             "resumed_from": report.resumed_from, "first_loss": report.first_loss, "last_loss": report.last_loss,
             "seconds": round(report.seconds, 1)}
@@ -161,7 +155,8 @@ def _inputs(context: Context, system: AlignSystemConfig) -> list[Path]:
 
 def run(context: Context) -> StageResult:
     config: AlignConfig = context.section("align")
-    shared = config.model_dump(mode="json", exclude={"systems"})
+    shared = {**config.model_dump(mode="json", exclude={"systems"}),
+              "model": context.config.model.model_dump(mode="json")}
     units = [Unit(f"align/{name}", system_dir(context, name), {**shared, "system": system.model_dump(mode="json")},
                   _inputs(context, system), lambda name=name: _train_system(context, config, name))
              for name, system in config.systems.items()]

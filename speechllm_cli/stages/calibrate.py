@@ -18,9 +18,8 @@ from pydantic import PositiveInt
 
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
-from speechllm_cli.common.names import Name
 from speechllm_cli.common.io import write_json
-from speechllm_cli.core.posteriors import LSDConfig
+from speechllm_cli.common.names import Name
 from speechllm_cli.stages.inputs import cuts_path, encoder_dir, load_text_set, load_trained_encoder, text_set_path
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
 
@@ -54,24 +53,20 @@ def calibration_model_dir(context: Context) -> Path:
     return calibration_dir(context) / "model"
 
 
-def _lsd(context: Context) -> LSDConfig:
-    return context.config.align.lsd if context.config.align is not None else LSDConfig()
-
-
 def paired_frames(context: Context, encoder: CTCEncoder, split: str,
                   text_set: str) -> tuple[list[torch.Tensor], list[list[int]], int]:
     """Real LSD frames and reference units of a split's utterances; the third value counts the text set's
     rows left out (no audio in the split, no frame kept by LSD, or no unit)."""
-    from speechllm_cli.stages.posterior_cache import split_posteriors
+    from speechllm_cli.stages.front_end import split_posteriors
 
-    posteriors = split_posteriors(context, encoder, split, _lsd(context))
+    posteriors = split_posteriors(context, encoder, split, context.config.model.lsd)
     frames, references, left_out = [], [], 0
     for row in load_text_set(context, text_set):
         entry, units = posteriors.get(row["id"]), encoder.text_to_ids(row["text"])
-        if entry is None or entry["lsd"].shape[0] == 0 or not units:
+        if entry is None or entry.lsd.shape[0] == 0 or not units:
             left_out += 1
             continue
-        frames.append(entry["lsd"].float())
+        frames.append(entry.lsd.float())
         references.append(units)
     return frames, references, left_out
 
@@ -82,17 +77,17 @@ def _report(context: Context, encoder: CTCEncoder, frames: list[torch.Tensor], r
 
     from speechllm_cli.core.calibration import CalibratedSimulator
     from speechllm_cli.core.mismatch import distance, frame_stats
-    from speechllm_cli.core.posteriors import CPSConfig, simulate_posteriors
+    from speechllm_cli.core.posteriors import simulate_posteriors
 
     config: CalibrateConfig = context.section("calibrate")
     align = context.config.align
-    vocab, blank = encoder.vocab_size, _lsd(context).blank_id
+    vocab, blank = encoder.vocab_size, context.config.model.lsd.blank_id
     sources = {f"real {config.split}": frame_stats(frames, references, vocab, blank).summary()}
     for split, text_set in config.compare.items():
         real, units, _ = paired_frames(context, encoder, split, text_set)
         sources[f"real {split}"] = frame_stats(real, units, vocab, blank).summary()
     simulations = {
-        "tasu cps": lambda g: simulate_posteriors(references, vocab, align.cps if align else CPSConfig(), g),
+        "tasu cps": lambda g: simulate_posteriors(references, vocab, context.config.model.cps, g),
         "calibrated (level 1)": lambda g: CalibratedSimulator(
             calibration, align.calibrated if align else None)(references, g, 1.0)}
     for name, simulate in simulations.items():
@@ -114,7 +109,7 @@ def _calibrate(context: Context) -> dict[str, Any]:
     frames, references, left_out = paired_frames(context, encoder, config.split, config.text_set)
     if not frames:
         raise SpeechLLMError(f"calibrate.split {config.split!r}: no utterance with both frames and reference units")
-    calibration = measure(frames, references, encoder.vocab_size, _lsd(context).blank_id, config.top_k,
+    calibration = measure(frames, references, encoder.vocab_size, context.config.model.lsd.blank_id, config.top_k,
                           config.max_templates, config.seed)
     save_calibration(calibration, calibration_model_dir(context))
     report = _report(context, encoder, frames, references, calibration)
@@ -138,9 +133,9 @@ def run(context: Context) -> StageResult:
     config: CalibrateConfig = context.section("calibrate")
     _check_split(context, config)
     align = context.config.align
-    settings = {"calibrate": config.model_dump(mode="json"), "lsd": _lsd(context).model_dump(mode="json"),
-                "report": {"cps": align.cps.model_dump(mode="json"),
-                           "calibrated": align.calibrated.model_dump(mode="json")} if align else None}
+    settings = {"calibrate": config.model_dump(mode="json"), "lsd": context.config.model.lsd.model_dump(mode="json"),
+                "report": {"cps": context.config.model.cps.model_dump(mode="json"),
+                           "calibrated": align.calibrated.model_dump(mode="json") if align else None}}
     splits = {config.split: config.text_set, **config.compare}
     inputs = [encoder_dir(context), *(cuts_path(context, s) for s in splits),
               *(text_set_path(context, t) for t in splits.values())]

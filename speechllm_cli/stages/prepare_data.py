@@ -12,8 +12,16 @@ from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import write_jsonl, write_text
 from speechllm_cli.data.audio import MAX_SECONDS, MIN_SECONDS, AudioLimits
 from speechllm_cli.data.manifests import BadInputPolicy, build_cuts, write_cuts
-from speechllm_cli.data.sources import (SOURCES, KaldiConfig, LibriSpeechConfig, MiniConfig, SlurpConfig, Source,
-                                        TsvConfig, TtsTextConfig)
+from speechllm_cli.data.sources import (
+    SOURCES,
+    KaldiConfig,
+    LibriSpeechConfig,
+    MiniConfig,
+    SlurpConfig,
+    Source,
+    TsvConfig,
+    TtsTextConfig,
+)
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
 
 

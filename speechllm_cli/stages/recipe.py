@@ -13,9 +13,10 @@ from typing import Any
 import speechllm_cli
 from speechllm_cli.common.config import StrictModel, apply_overrides, apply_values, read_yaml, validate
 from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.core.configs import ModelConfig
 from speechllm_cli.stages.align import AlignConfig
 from speechllm_cli.stages.calibrate import CalibrateConfig
-from speechllm_cli.stages.curriculum_finetune import CurriculumConfig
+from speechllm_cli.stages.curriculum.config import CurriculumConfig
 from speechllm_cli.stages.decode import DecodeConfig
 from speechllm_cli.stages.prepare_data import PrepareDataConfig
 from speechllm_cli.stages.prepare_text import PrepareTextConfig
@@ -28,6 +29,8 @@ ADHOC = "adhoc"
 class RecipeConfig(StrictModel):
     name: str
     description: str = ""
+    model: ModelConfig = ModelConfig()
+    """The speech LLM every stage after train-encoder builds, trains or decodes."""
     prepare_data: PrepareDataConfig | None = None
     prepare_text: PrepareTextConfig | None = None
     train_encoder: TrainEncoderConfig | None = None

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from speechllm_cli.stages import (align, calibrate, curriculum_finetune, decode, prepare_data, prepare_text,
-                                  score, train_encoder)
+from speechllm_cli.stages import (
+                                  align,
+                                  calibrate,
+                                  curriculum_finetune,
+                                  decode,
+                                  prepare_data,
+                                  prepare_text,
+                                  score,
+                                  train_encoder,
+)
 from speechllm_cli.stages.runner import Context, StageResult
 
 STAGES: dict[str, Callable[[Context], StageResult]] = {

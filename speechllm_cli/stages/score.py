@@ -20,7 +20,8 @@ from speechllm_cli.metrics.results import ResultRow, first_seen, render_results
 from speechllm_cli.metrics.slu import score_slu
 from speechllm_cli.metrics.slu_report import SLURow, plot_slu, render_slu
 from speechllm_cli.stages.calibrate import MISMATCH_PLOT, calibration_dir
-from speechllm_cli.stages.curriculum_finetune import CurriculumConfig, cells, read_cell
+from speechllm_cli.stages.curriculum.cells import read_cell
+from speechllm_cli.stages.curriculum.config import CurriculumConfig, cells
 from speechllm_cli.stages.decode import DecodeConfig, decode_dir
 from speechllm_cli.stages.runner import MARKER, Context, StageResult, Unit, read_marker, run_units, status
 from speechllm_cli.stages.speech_llm_io import system_dir

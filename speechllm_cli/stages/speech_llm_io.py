@@ -3,31 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from speechllm_cli.common.cache import cache_root
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.stages.runner import MARKER, Context
 
 if TYPE_CHECKING:
+    from speechllm_cli.core.configs import ModelConfig
     from speechllm_cli.core.encoders import CTCEncoder
     from speechllm_cli.core.speech_llm import SpeechLLM
-    from speechllm_cli.core.llm import LLMConfig
-    from speechllm_cli.core.projector import ProjectorConfig
-    from speechllm_cli.stages.align import AlignConfig
-
-
-class ModelSettings(Protocol):
-    """What builds a speech LLM; ``align`` and ``curriculum-finetune`` configs both carry it."""
-
-    @property
-    def llm(self) -> LLMConfig: ...
-
-    @property
-    def projector(self) -> ProjectorConfig: ...
-
-    @property
-    def instruction(self) -> str: ...
 
 
 def llm_cache_dir() -> Path:
@@ -39,8 +24,8 @@ def system_dir(context: Context, system: str) -> Path:
     return context.exp_dir / "align" / system
 
 
-def build_speech_llm(context: Context, config: ModelSettings, encoder: CTCEncoder) -> tuple[SpeechLLM, object]:
-    """A fresh speech LLM (frozen LLM, new projector) and the LLM's tokenizer."""
+def build_speech_llm(config: ModelConfig, instruction: str, encoder: CTCEncoder) -> tuple[SpeechLLM, object]:
+    """A fresh speech LLM (frozen LLM, new projector) prompted with ``instruction``, and the LLM's tokenizer."""
     from speechllm_cli.core.llm import build_prompt, end_of_turn_id, load_llm
     from speechllm_cli.core.projector import UnitLookup, build_projector, unit_text_embeddings
     from speechllm_cli.core.speech_llm import Prompt, SpeechLLM
@@ -50,13 +35,13 @@ def build_speech_llm(context: Context, config: ModelSettings, encoder: CTCEncode
     projector = build_projector(encoder.vocab_size, embeddings.embedding_dim, config.projector)
     if isinstance(projector, UnitLookup):
         projector.init_from_embeddings(unit_text_embeddings(encoder.units(), tokenizer, embeddings))
-    template = build_prompt(tokenizer, config.instruction, config.llm.system_prompt)
+    template = build_prompt(tokenizer, instruction, config.llm.system_prompt)
     prompt = Prompt(template.prefix_ids, template.suffix_ids, end_of_turn_id(tokenizer))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else prompt.end_of_turn
     return SpeechLLM(llm, projector, prompt, pad), tokenizer
 
 
-def save_trained(model: SpeechLLM, folder: Path, vocab_size: int, config: ModelSettings) -> None:
+def save_trained(model: SpeechLLM, folder: Path, vocab_size: int, config: ModelConfig) -> None:
     from speechllm_cli.core.projector import save_projector
 
     save_projector(model.projector, folder / "projector", vocab_size, model.llm.get_input_embeddings().embedding_dim,
@@ -77,11 +62,11 @@ def load_weights(model: SpeechLLM, folder: Path, lora: bool) -> None:
         set_peft_model_state_dict(model.llm, load_file(str(folder / "lora" / "adapter_model.safetensors")))
 
 
-def load_trained(context: Context, config: AlignConfig, encoder: CTCEncoder, system: str) -> tuple[SpeechLLM, object]:
+def load_trained(context: Context, encoder: CTCEncoder, system: str) -> tuple[SpeechLLM, object]:
     """The trained system; only a finished ``align`` unit counts (a killed one has no marker)."""
     folder = system_dir(context, system)
     if not (folder / MARKER).is_file():
         raise SpeechLLMError(f"{folder}: align system {system!r} is not trained yet (run align first)")
-    model, tokenizer = build_speech_llm(context, config, encoder)
-    load_weights(model, system_dir(context, system), config.llm.lora is not None)
+    model, tokenizer = build_speech_llm(context.config.model, context.section("align").instruction, encoder)
+    load_weights(model, folder, context.config.model.llm.lora is not None)
     return model.eval(), tokenizer

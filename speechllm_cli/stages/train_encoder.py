@@ -16,11 +16,18 @@ from pydantic import PositiveFloat
 
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
-from speechllm_cli.common.names import Name
 from speechllm_cli.common.io import write_json
+from speechllm_cli.common.names import Name
 from speechllm_cli.core.train_config import TrainConfig
-from speechllm_cli.stages.inputs import (cuts_path, encoder_dir, encoder_name_path, load_audio, load_cuts,
-                                         load_text_set, text_set_path)
+from speechllm_cli.stages.inputs import (
+    cuts_path,
+    encoder_dir,
+    encoder_name_path,
+    load_audio,
+    load_cuts,
+    load_text_set,
+    text_set_path,
+)
 from speechllm_cli.stages.runner import PARTIAL, Context, StageResult, Unit, run_units, status
 
 if TYPE_CHECKING:

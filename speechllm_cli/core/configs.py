@@ -1,0 +1,135 @@
+"""Every setting of the model core, in one module free of torch.
+
+Recipes are validated, and ``--help`` runs, without importing torch, transformers or peft: the modules
+that build models import their settings from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
+
+from speechllm_cli.common.config import StrictModel
+
+ProjectorKind = Literal["tasu-mlp", "unit-lookup"]
+"""The names of ``core.projector.PROJECTORS`` (a test keeps the two equal)."""
+
+
+class LoraSettings(StrictModel):
+    rank: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = ["q_proj", "v_proj"]
+
+
+class LLMConfig(StrictModel):
+    model: str = "smollm2-135m-instruct"
+    """A built-in alias (see ``ALIASES``), a Hugging Face folder, a hub id (``org/name``) or a ``.gguf`` file."""
+    gguf_file: str | None = None
+    """The GGUF file to use inside ``model`` when that is a folder or hub id holding GGUF files."""
+    system_prompt: str | None = None
+    """None renders no system turn at all (not even the template's default one); ``""`` an empty one."""
+    lora: LoraSettings | None = None
+    """None keeps the LLM entirely frozen; otherwise only these LoRA adapters train."""
+
+
+class ProjectorConfig(StrictModel):
+    kind: ProjectorKind = "tasu-mlp"
+    """tasu-mlp (TASU's MLP) or unit-lookup (starts as the LLM's embeddings of each unit's text)."""
+    hidden: PositiveInt = 2048
+
+
+class CPSConfig(StrictModel):
+    smoothing_max: float = Field(0.1, ge=0.0, le=1.0)
+    """Per utterance a ~ U(0, smoothing_max) and every frame becomes (1 - a) * onehot + a / V."""
+    deletion: float = Field(0.05, ge=0.0, le=1.0)
+    """Probability of dropping each frame (at least one frame always survives)."""
+    insertion: float = Field(0.0, ge=0.0, le=1.0)
+    """round(L * insertion) frames are inserted at random gaps, L = the transcript's token count."""
+    insertion_blank_share: float = Field(0.5, ge=0.0, le=1.0)
+    """Probability that an inserted frame is a blank rather than a copy of a neighbour."""
+    substitution: float = Field(0.0, ge=0.0, le=1.0)
+    """Probability of replacing each label by a different, uniformly drawn non-blank unit (not in TASU)."""
+    repeat: float = Field(0.0, ge=0.0, le=1.0)
+    """Probability that a frame is followed by a copy of itself, as CTC repeats labels (not in TASU)."""
+    blank: float = Field(0.0, ge=0.0, le=1.0)
+    """Probability that a frame is followed by a blank frame (not in TASU)."""
+
+
+class LSDConfig(StrictModel):
+    blank_threshold: float = Field(0.9, ge=0.0, le=1.0)
+    """Frames whose P(blank) reaches this value are dropped after run merging."""
+    blank_id: NonNegativeInt = 0
+
+
+class GenerationConfig(StrictModel):
+    beam: PositiveInt = 1
+    max_new_tokens: PositiveInt = 200
+    length_ratio: PositiveFloat = 2.0
+    """Hypotheses are cut at ``length_ratio`` tokens per input position (+4): a guard against loops."""
+    repetition_penalty: PositiveFloat = 1.0
+    no_repeat_ngram: NonNegativeInt = 0
+    """Forbid repeating any n-gram of this size (0 = off)."""
+
+
+class SimulatorConfig(StrictModel):
+    prior: float = Field(20.0, ge=0.0)
+    """Pseudo-observations of the global event shares mixed into each unit's own counts."""
+    template_prior: float = Field(4.0, ge=0.0)
+    """A unit with n templates of an event uses its own with probability n / (n + template_prior)."""
+    max_error: float = Field(0.95, gt=0.0, le=1.0)
+    """Cap on a unit's total error probability when a level above 1 scales the rates up."""
+
+
+class LevelSchedule:
+    """The simulated error level over training: (progress, level) points, linear in between, flat outside.
+
+    Progress runs from 0 (first step) to 1 (end of training), so one schedule means the same curriculum
+    whatever the number of steps: ``[(0, 0), (0.3, 1), (1, 1.5)]`` starts clean, reaches the measured
+    encoder at 30 % of training and ends half as bad again.
+    """
+
+    def __init__(self, points: Sequence[tuple[float, float]]) -> None:
+        if not points:
+            raise ValueError("a level schedule needs at least one (progress, level) point")
+        progress = [p for p, _ in points]
+        if progress != sorted(progress) or not all(0 <= p <= 1 for p in progress):
+            raise ValueError("schedule progress points must rise from 0 to 1")
+        if any(level < 0 for _, level in points):
+            raise ValueError("error levels must not be negative")
+        self.points = [(float(p), float(level)) for p, level in points]
+
+    def level_at(self, progress: float) -> float:
+        (first, first_level), (last, last_level) = self.points[0], self.points[-1]
+        if progress <= first:
+            return first_level
+        if progress >= last:
+            return last_level
+        for (p0, l0), (p1, l1) in zip(self.points, self.points[1:], strict=False):
+            if p0 <= progress <= p1:
+                return l1 if p1 == p0 else l0 + (l1 - l0) * (progress - p0) / (p1 - p0)
+        return last_level
+
+
+class WhisperASRConfig(StrictModel):
+    model: str = "whisper-tiny.en"
+    """A built-in alias, a Hugging Face Whisper folder or a hub id."""
+    beam: PositiveInt = 1
+    max_new_tokens: PositiveInt = 128
+
+
+class ModelConfig(StrictModel):
+    """What a speech LLM is made of, besides the encoder ``train-encoder`` leaves in the experiment.
+
+    One section that align, calibrate, decode and curriculum-finetune all read, so that a system is decoded and
+    fine-tuned with the very settings it was trained with.
+    """
+
+    llm: LLMConfig = LLMConfig()
+    projector: ProjectorConfig = ProjectorConfig()
+    lsd: LSDConfig = LSDConfig()
+    """The interface's speech side: real encoder posteriors compressed to about one frame per label."""
+    cps: CPSConfig = CPSConfig()
+    """The interface's text side in TASU's form: posteriors simulated from a transcript."""

@@ -1,0 +1,47 @@
+"""What every reader of utterance audio offers: durations up front, samples on demand, batches by length.
+
+A prepared split (:class:`speechllm_cli.data.cut_audio.CutAudio`) and a user's files (:class:`Waves`) look
+the same to the encoder front end and to peer systems, so both are decoded by one path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import torch
+
+SAMPLE_RATE = 16000
+
+
+class AudioSource(Protocol):
+    seconds: list[float]
+
+    def __len__(self) -> int: ...
+
+    def load(self, index: int) -> torch.Tensor:
+        """Mono float32 samples at 16 kHz."""
+        ...
+
+    def batches(self, batch_size: int) -> list[list[int]]:
+        """Every index once, in batches of similar duration."""
+        ...
+
+
+class Waves:
+    """Waveforms already in memory: a user's few files, read and checked before any model loads."""
+
+    def __init__(self, waves: Sequence[torch.Tensor]) -> None:
+        self._waves = list(waves)
+        self.seconds = [len(wave) / SAMPLE_RATE for wave in self._waves]
+
+    def __len__(self) -> int:
+        return len(self._waves)
+
+    def load(self, index: int) -> torch.Tensor:
+        return self._waves[index]
+
+    def batches(self, batch_size: int) -> list[list[int]]:
+        order = sorted(range(len(self)), key=lambda i: self.seconds[i])
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
