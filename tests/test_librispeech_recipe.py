@@ -71,8 +71,8 @@ def _sentences(count: int) -> list[str]:
     raise AssertionError("not enough short verses")
 
 
-def _corpus(root: Path) -> tuple[Path, dict[str, list[str]]]:
-    """The tree, and the utterance ids of each split as the recipe names splits."""
+def _corpus(root: Path) -> tuple[Path, dict[str, dict[str, str]]]:
+    """The tree, and each split's transcripts by utterance id (splits named as the recipe names them)."""
     import numpy as np
     import soundfile
 
@@ -94,9 +94,9 @@ def _corpus(root: Path) -> tuple[Path, dict[str, list[str]]]:
         soundfile.write(path, audio, 16000, format="FLAC")
 
     librispeech_tree(root, parts, speak, chapter="1211")
-    ids = {part.replace("-", "_"): [f"{speaker}-1211-{i:04d}" for speaker, texts in speakers.items()
-                                   for i in range(len(texts))] for part, speakers in parts.items()}
-    return root, ids
+    transcripts = {part.replace("-", "_"): {f"{speaker}-1211-{i:04d}": text for speaker, texts in speakers.items()
+                                            for i, text in enumerate(texts)} for part, speakers in parts.items()}
+    return root, transcripts
 
 
 def _run(work: Path, corpus: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -106,13 +106,13 @@ def _run(work: Path, corpus: Path, *args: str) -> subprocess.CompletedProcess[st
 
 
 @pytest.fixture(scope="module")
-def librispeech(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, list[str]],
+def librispeech(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, dict[str, str]],
                                                                    subprocess.CompletedProcess[str]]:
     work = tmp_path_factory.mktemp("librispeech")
-    corpus, ids = _corpus(work / "corpus")
+    corpus, transcripts = _corpus(work / "corpus")
     result = _run(work, corpus)
     assert result.returncode == 0, result.stderr
-    return work, corpus, ids, result
+    return work, corpus, transcripts, result
 
 
 def test_every_stage_runs_and_curriculum_is_passed_over(librispeech) -> None:
@@ -123,14 +123,14 @@ def test_every_stage_runs_and_curriculum_is_passed_over(librispeech) -> None:
 
 
 def test_splits_match_the_tree_and_the_long_utterance_is_counted(librispeech) -> None:
-    work, _, ids, result = librispeech
+    work, _, transcripts, result = librispeech
     assert "too_long=1" in result.stdout
-    for split, expected in ids.items():
+    for split, expected in transcripts.items():
         cuts = load_cuts(work / "exp/librispeech/data" / split / "cuts.jsonl.gz")
-        kept = [i for i in expected if i != LONG]
-        assert sorted(cuts.ids) == sorted(kept), split
-        cut = cuts[kept[0]]
-        assert cut.supervisions[0].speaker == kept[0].split("-")[0] and cut.duration < 30.0
+        assert sorted(cuts.ids) == sorted(i for i in expected if i != LONG), split
+        for cut in cuts:
+            assert cut.supervisions[0].text == expected[cut.id] and cut.supervisions[0].speaker == cut.id.split("-")[0]
+            assert 0.5 < cut.duration < 30.0 and abs(cut.load_audio()).max() > 0.01
     text = [json.loads(line) for line in (work / "exp/librispeech/text/train.jsonl").read_text().splitlines()]
     assert len(text) == 24 and all(row["text"] == row["text"].lower() and row["text"] for row in text)
 
@@ -157,13 +157,14 @@ def test_encoder_calibration_and_alignment(librispeech) -> None:
 
 
 def test_hypotheses_for_every_system_and_test_utterance(librispeech) -> None:
-    work, _, ids, _ = librispeech
+    work, _, transcripts, _ = librispeech
     exp = work / "exp/librispeech"
     for system in SYSTEMS:
         for split in ("test_clean", "test_other"):
             rows = [json.loads(line) for line in (exp / "decode" / system / split / "hyps.jsonl").read_text().splitlines()]
-            assert sorted(row["id"] for row in rows) == sorted(i for i in ids[split] if i != LONG), (system, split)
-            assert all(row["ref"] == row["ref"].upper() and isinstance(row["hyp"], str) for row in rows)
+            expected = {i: text for i, text in transcripts[split].items() if i != LONG}
+            assert {row["id"]: row["ref"] for row in rows} == expected, (system, split)
+            assert len(rows) == len(expected) and all(isinstance(row["hyp"], str) for row in rows)
     results = (exp / "RESULTS.md").read_text()
     for system in SYSTEMS:
         assert re.search(rf"\|\s*{system}\s*\|", results), system
