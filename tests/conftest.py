@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,31 @@ def write_tone(path: Path, seconds: float = 0.5, sample_rate: int = 16000) -> Pa
     t = np.arange(int(seconds * sample_rate)) / sample_rate
     soundfile.write(path, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), sample_rate)
     return path
+
+
+def librispeech_tree(root: Path, parts: Mapping[str, Mapping[str, Sequence[str]]],
+                     write_audio: Callable[[Path, str], None] | None = None, chapter: str = "1211") -> Path:
+    """A LibriSpeech-layout copy under ``root/LibriSpeech``: part/speaker/chapter/{utt.flac, speaker-chapter.trans.txt}.
+
+    ``parts`` maps each part to its speakers' transcripts; a speaker's utterance ``i`` is
+    ``<speaker>-<chapter>-<i:04d>``. ``write_audio(path, text)`` writes its FLAC; by default utterance ``i``
+    is a tone of 0.5 + 0.25 i seconds. Returns ``root``.
+    """
+    corpus = root / "LibriSpeech"
+    for part, speakers in parts.items():
+        for speaker, texts in speakers.items():
+            folder = corpus / part / speaker / chapter
+            folder.mkdir(parents=True, exist_ok=True)
+            lines = []
+            for index, text in enumerate(texts):
+                utt = f"{speaker}-{chapter}-{index:04d}"
+                if write_audio is None:
+                    write_tone(folder / f"{utt}.flac", seconds=0.5 + 0.25 * index)
+                else:
+                    write_audio(folder / f"{utt}.flac", text)
+                lines.append(f"{utt} {text}")
+            (folder / f"{speaker}-{chapter}.trans.txt").write_text("\n".join(lines) + "\n")
+    return root
 
 
 @pytest.fixture

@@ -7,22 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import load_cuts, write_tone
+from tests.conftest import librispeech_tree, load_cuts, write_tone
 
 
 def _librispeech_tree(root: Path) -> Path:
-    """A LibriSpeech-layout copy: part/speaker/chapter/{utt.flac, speaker-chapter.trans.txt}."""
-    corpus = root / "LibriSpeech"
-    for part, speakers in {"dev-clean": ["84", "174"], "test-clean": ["1089"]}.items():
-        for speaker in speakers:
-            chapter = corpus / part / speaker / "1211"
-            lines = []
-            for index in range(2):
-                utt = f"{speaker}-1211-{index:04d}"
-                write_tone(chapter / f"{utt}.flac", seconds=0.5 + 0.25 * index)
-                lines.append(f"{utt} WORDS OF SPEAKER {speaker} NUMBER {index}")
-            (chapter / f"{speaker}-1211.trans.txt").write_text("\n".join(lines) + "\n")
-    return root
+    """Two dev-clean speakers and one test-clean speaker, two tone utterances each."""
+    speakers = {"dev-clean": ["84", "174"], "test-clean": ["1089"]}
+    return librispeech_tree(root, {part: {s: [f"WORDS OF SPEAKER {s} NUMBER {i}" for i in range(2)] for s in names}
+                                   for part, names in speakers.items()})
 
 
 def _librispeech_recipe(tmp_path: Path) -> Path:
