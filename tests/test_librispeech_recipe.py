@@ -35,7 +35,7 @@ TINY = [
     "--set", "train_encoder.train.steps=6", "--set", "train_encoder.train.batch_size=8",
     "--set", "train_encoder.train.warmup_steps=1", "--set", "train_encoder.train.checkpoint_every=3",
     "--set", "train_encoder.train.log_every=3",
-    "--set", "align.llm.model=tiny-random-smollm2", "--set", "align.projector.hidden=32",
+    "--set", "model.llm.model=tiny-random-smollm2", "--set", "model.projector.hidden=32",
     "--set", "align.train.steps=4", "--set", "align.train.batch_size=4", "--set", "align.train.warmup_steps=1",
     "--set", "align.train.checkpoint_every=2", "--set", "align.train.log_every=2",
     "--set", "decode.peers.whisper.model=whisper-tiny.en", "--set", "decode.peers.whisper.max_new_tokens=24",
