@@ -211,8 +211,8 @@ def test_each_file_is_scanned_once_for_all_its_segments(tmp_path: Path, monkeypa
 
 
 def test_stereo_is_averaged_the_same_by_prepare_data_and_decode(cli, tmp_path: Path) -> None:
-    from speechllm_cli.stages.decode import _file_waves
-    from speechllm_cli.stages.inputs import load_audio
+    from speechllm_cli.data.cut_audio import CutAudio
+    from speechllm_cli.stages.decode import file_audio
     from speechllm_cli.stages.recipe import RecipeConfig
     from speechllm_cli.stages.runner import Context
 
@@ -225,8 +225,8 @@ def test_stereo_is_averaged_the_same_by_prepare_data_and_decode(cli, tmp_path: P
     result = cli("prepare-data", "--tsv", tmp_path / "in/list.tsv", "--split", "st")
     assert result.returncode == 0, result.stderr
     context = Context(RecipeConfig(name="t"), tmp_path / "exp/adhoc")
-    prepared = load_audio(context, load_cuts(tmp_path / "exp/adhoc/data/st/cuts.jsonl.gz"), "loading")[0]
-    direct = _file_waves(context, [stereo])[0]
+    prepared = CutAudio(load_cuts(tmp_path / "exp/adhoc/data/st/cuts.jsonl.gz")).load(0)
+    direct = file_audio(context, [stereo]).load(0)
     assert torch.equal(prepared, direct)
     np.testing.assert_allclose(direct.numpy(), (left + right) / 2, atol=1e-6)
 

@@ -47,6 +47,7 @@ class WhisperASR:
         try:
             self.processor = WhisperProcessor.from_pretrained(location)
             self.model = WhisperForConditionalGeneration.from_pretrained(location).eval()
+            self.model.to("cuda" if torch.cuda.is_available() else "cpu")
         except (OSError, ValueError) as exc:
             raise SpeechLLMError(f"whisper peer: cannot load {config.model!r}: {str(exc).splitlines()[0]}") from None
         self.config = config
@@ -63,7 +64,8 @@ class WhisperASR:
             inputs = self.processor.feature_extractor([audio.load(i).numpy() for i in batch], sampling_rate=16000,
                                                       return_tensors="pt", return_attention_mask=True)
             with torch.no_grad(), _quiet_transformers():
-                ids = self.model.generate(inputs.input_features, attention_mask=inputs.attention_mask,
+                ids = self.model.generate(inputs.input_features.to(self.model.device),
+                                          attention_mask=inputs.attention_mask.to(self.model.device),
                                           generation_config=self.generation)
             for index, text in zip(batch, self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True),
                                    strict=True):

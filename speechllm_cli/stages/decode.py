@@ -18,6 +18,7 @@ from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import write_json, write_jsonl
 from speechllm_cli.common.names import Name
 from speechllm_cli.core.configs import GenerationConfig, WhisperASRConfig
+from speechllm_cli.data.audio_source import SAMPLE_RATE, Waves
 from speechllm_cli.stages.front_end import SpeechFrontEnd
 from speechllm_cli.stages.inputs import cuts_path, encoder_dir, load_cuts
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
@@ -111,21 +112,23 @@ def run(context: Context) -> StageResult:
     return StageResult(summary, ["output", "utterances", "RTF", "status"], rows)
 
 
-def transcribe_files(context: Context, files: list[Path], name: str) -> list[tuple[Path, str]]:
-    """Hypotheses for a user's own audio files, without preparing a split, by any system.
-
-    Every file is checked and read as prepare-data would (same limits, same channel rule) before any model
-    loads, so a bad file costs no model loading and its error names it."""
+def file_audio(context: Context, files: list[Path]) -> Waves:
+    """A user's files, each checked and read as prepare-data would (same limits, same channel rule), before any
+    model loads: a bad file costs no model loading, and its error names it."""
     import torch
 
     from speechllm_cli.data.audio import AudioLimits, read_file
-    from speechllm_cli.data.audio_source import SAMPLE_RATE, Waves
 
-    config: DecodeConfig = context.section("decode")
-    system_kind(context, config, name)
     prepare = context.config.prepare_data
     limits = prepare.audio_limits if prepare is not None else AudioLimits()
-    audio = Waves([torch.from_numpy(read_file(path, limits, SAMPLE_RATE)) for path in files])
+    return Waves([torch.from_numpy(read_file(path, limits, SAMPLE_RATE)) for path in files])
+
+
+def transcribe_files(context: Context, files: list[Path], name: str) -> list[tuple[Path, str]]:
+    """Hypotheses for a user's own audio files, without preparing a split, by any system."""
+    config: DecodeConfig = context.section("decode")
+    system_kind(context, config, name)
+    audio = file_audio(context, files)
     front = SpeechFrontEnd(context)
     system = build_system(context, config, front, name)
     return list(zip(files, system.transcribe(file_utterances(front, audio), "decoding files"), strict=True))

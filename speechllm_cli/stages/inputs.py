@@ -64,9 +64,13 @@ def encoder_name_path(context: Context) -> Path:
 
 
 def load_trained_encoder(context: Context) -> CTCEncoder:
+    """The frozen encoder, on a GPU when there is one: every later stage runs it over whole splits."""
+    import torch
+
     from speechllm_cli.core.encoders import load_encoder
 
     path = encoder_name_path(context)
     if not path.is_file():
         raise SpeechLLMError(f"{path}: no trained encoder (run train-encoder first)")
-    return load_encoder(json.loads(path.read_text(encoding="utf-8"))["encoder"], encoder_dir(context))
+    encoder = load_encoder(json.loads(path.read_text(encoding="utf-8"))["encoder"], encoder_dir(context))
+    return encoder.to("cuda") if torch.cuda.is_available() else encoder

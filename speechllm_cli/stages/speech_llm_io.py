@@ -25,14 +25,18 @@ def system_dir(context: Context, system: str) -> Path:
 
 
 def build_speech_llm(config: ModelConfig, instruction: str, encoder: CTCEncoder) -> tuple[SpeechLLM, object]:
-    """A fresh speech LLM (frozen LLM, new projector) prompted with ``instruction``, and the LLM's tokenizer."""
+    """A fresh speech LLM (frozen LLM, new projector) prompted with ``instruction``, and the LLM's tokenizer.
+
+    The projector lives where the LLM was loaded (a GPU when there is one), so decoding needs no training
+    wrapper to move it there."""
     from speechllm_cli.core.llm import build_prompt, end_of_turn_id, load_llm
     from speechllm_cli.core.projector import UnitLookup, build_projector, unit_text_embeddings
     from speechllm_cli.core.speech_llm import Prompt, SpeechLLM
 
     llm, tokenizer = load_llm(config.llm, llm_cache_dir())
     embeddings = llm.get_input_embeddings()
-    projector = build_projector(encoder.vocab_size, embeddings.embedding_dim, config.projector)
+    projector = build_projector(encoder.vocab_size, embeddings.embedding_dim, config.projector).to(
+        embeddings.weight.device)
     if isinstance(projector, UnitLookup):
         projector.init_from_embeddings(unit_text_embeddings(encoder.units(), tokenizer, embeddings))
     template = build_prompt(tokenizer, instruction, config.llm.system_prompt)
