@@ -7,15 +7,22 @@ random Whisper (the encoder whose frozen front is cached).
 
 from __future__ import annotations
 
+import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 import yaml
 
 from speechllm_cli.common.errors import SpeechLLMError
-from speechllm_cli.core.training import MANIFEST, TENSORS, load_verified
+from speechllm_cli.core import training
+from speechllm_cli.core.features import pad_waveforms
+from speechllm_cli.core.training import MANIFEST, TENSORS, TrainJob, load_verified, train
 from speechllm_cli.stages import prepare_data, prepare_text, train_encoder
+from speechllm_cli.stages.inputs import load_cuts, load_trained_encoder
 from speechllm_cli.stages.recipe import load_recipe
 from speechllm_cli.stages.runner import Context
 from tests.conftest import run_cli, tiny_whisper, write_tone
@@ -101,14 +108,175 @@ def test_diverging_training_stops_and_a_damaged_front_cache_is_rebuilt(prepared:
     assert sorted(p.name for p in (encoder / "checkpoint").iterdir()) == ["front_states", "step-1"]
     assert load_verified(encoder / "checkpoint/step-1")[1]["step"] == 1
     cache = encoder / "checkpoint/front_states"
-    states, _ = load_verified(cache)
-    data = (cache / TENSORS).read_bytes()
-    (cache / TENSORS).write_bytes(data[: len(data) // 2])
+    assert sorted(p.name for p in cache.iterdir()) == ["shard-00000"], "eight short tones make one shard"
+    shard = cache / "shard-00000"
+    states, _ = load_verified(shard)
+    data = (shard / TENSORS).read_bytes()
+    (shard / TENSORS).write_bytes(data[: len(data) // 2])
 
     second = run_cli(*command, cwd=tmp_path)
     assert second.returncode == 1
     assert _error_lines(second.stderr, target) == [
-        f"{cache}: {TENSORS} does not match its sha256 in {MANIFEST}; computing the frozen encoder's outputs again",
-        stopped]
-    rebuilt, _ = load_verified(cache)
+        (f"{cache}: skipped shard-00000 ({TENSORS} does not match its sha256 in {MANIFEST}); computing the frozen "
+         "encoder's outputs again"), stopped]
+    rebuilt, _ = load_verified(shard)
     assert rebuilt.keys() == states.keys() and all((rebuilt[k] == states[k]).all() for k in states)
+
+
+class Killed(Exception):
+    """Raised by a spy where a kill would stop the run: after it, only what reached the disk is left."""
+
+
+def _spy_loads(monkeypatch: pytest.MonkeyPatch, kill_at: int | None = None) -> list[int]:
+    """The indices ``CutAudio.load`` reads, in order (the real reads happen); raises :class:`Killed` at the
+    ``kill_at``-th read."""
+    from speechllm_cli.data.cut_audio import CutAudio
+
+    loads: list[int] = []
+    real = CutAudio.load
+
+    def load(self: CutAudio, index: int) -> torch.Tensor:
+        if kill_at is not None and len(loads) + 1 == kill_at:
+            raise Killed
+        loads.append(index)
+        return real(self, index)
+
+    monkeypatch.setattr(CutAudio, "load", load)
+    return loads
+
+
+def _spy_training(monkeypatch: pytest.MonkeyPatch, seen: Callable[[TrainJob], None],
+                  kill_at: int | None = None) -> list[tuple[list[int], dict[str, Any]]]:
+    """Each collated micro-batch as (item indices, batch); ``seen(job)`` runs as training starts. The real
+    training loop runs; :class:`Killed` is raised at the ``kill_at``-th batch, after the checkpoints before it."""
+    batches: list[tuple[list[int], dict[str, Any]]] = []
+
+    def spy(job: TrainJob, config: Any, track: Any) -> Any:
+        seen(job)
+        real_collate = job.collate
+
+        def collate(items: list[tuple[int, list[int]]], generator: torch.Generator, progress: float) -> Any:
+            if kill_at is not None and len(batches) + 1 == kill_at:
+                raise Killed
+            batch = real_collate(items, generator, progress)
+            batches.append(([index for index, _ in items], batch))
+            return batch
+
+        job.collate = collate
+        return train(job, config, track)
+
+    monkeypatch.setattr(training, "train", spy)
+    return batches
+
+
+def test_front_states_are_cached_in_shards_and_read_back_per_batch(prepared: tuple[Path, Path], tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Caching reads each utterance's audio once; training reads no audio and gets the states the shards hold,
+    which are the front's outputs for the right utterances."""
+    recipe, exp = prepared
+    target = _copy(exp, tmp_path / "exp", "data", "text", "tokenizer")
+    monkeypatch.setattr(train_encoder, "CACHE_BATCH", 2)
+    monkeypatch.setattr(train_encoder, "SHARD_SECONDS", 1.5)
+    loads = _spy_loads(monkeypatch)
+    cache = target / "encoder/checkpoint/front_states"
+    shards: dict[str, dict[str, torch.Tensor]] = {}
+    loads_before_training: list[int] = []
+
+    def seen(job: TrainJob) -> None:
+        shards.update({path.name: load_verified(path)[0] for path in sorted(cache.iterdir())})
+        loads_before_training.extend(loads)
+
+    batches = _spy_training(monkeypatch, seen)
+    train_encoder.run(_context(recipe, target))
+
+    # Tones of 0.4 s, 0.5 s, ... 1.1 s in caching batches of two; a shard closes past 1.5 s of audio.
+    assert list(shards) == ["shard-00000", "shard-00001", "shard-00002"]
+    assert [sorted(states) for states in shards.values()] == [
+        [f"state.{i}" for i in range(4)], ["state.4", "state.5"], ["state.6", "state.7"]]
+    assert sorted(loads_before_training) == list(range(len(TEXTS))), "caching reads each utterance once"
+    assert len(loads) == len(loads_before_training), "training reads no audio"
+    assert not cache.exists(), "the cache is deleted once training is done"
+
+    states = {name: state for shard in shards.values() for name, state in shard.items()}
+    assert len(batches) == 4
+    for indices, batch in batches:
+        assert batch["from_states"] and batch["lengths"].tolist() == [len(states[f"state.{i}"]) for i in indices]
+        for row, index in enumerate(indices):
+            assert torch.equal(batch["audio"][row, : batch["lengths"][row]], states[f"state.{index}"].float())
+
+    encoder = load_trained_encoder(_context(recipe, target))
+    cuts = load_cuts(_context(recipe, target), "train")
+    with torch.no_grad():
+        for index, cut in enumerate(cuts):
+            alone, frames = encoder.front(*pad_waveforms([torch.from_numpy(cut.load_audio()[0])]))
+            torch.testing.assert_close(states[f"state.{index}"], alone[0, : frames[0]].half(), atol=2e-3, rtol=2e-3)
+
+
+def test_training_from_audio_reads_only_each_batchs_audio(prepared: tuple[Path, Path], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """An encoder trained on audio (no frozen front): nothing is read before training, and each micro-batch
+    reads exactly its own utterances when it is made."""
+    recipe, exp = prepared
+    target = _copy(exp, tmp_path / "exp", "data", "text", "tokenizer")
+    loads = _spy_loads(monkeypatch)
+    loads_before_training: list[int] = []
+    batches = _spy_training(monkeypatch, lambda job: loads_before_training.extend(loads))
+
+    conformer = "{d_model: 16, layers: 1, heads: 2, ff_dim: 32, conv_kernel: 5}"
+    context = _context(recipe, target, "train_encoder.encoder=conformer-ctc", f"train_encoder.model={conformer}")
+    train_encoder.run(context)
+
+    assert loads_before_training == []
+    assert len(batches) == 4
+    reads, start = [], 0
+    for indices, batch in batches:
+        reads.append(loads[start:start + len(indices)])
+        start += len(indices)
+        assert not batch["from_states"] and len(batch["audio"]) == len(indices)
+    assert reads == [indices for indices, _ in batches] and start == len(loads)
+    assert not (target / "encoder/checkpoint/front_states").exists()
+
+
+def _weights(exp: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return {f"{path.name}/{name}": value for path in sorted((exp / "encoder/model").glob("*.safetensors"))
+            for name, value in load_file(path).items()}
+
+
+def test_killed_caching_and_training_resume_to_the_uninterrupted_weights(prepared: tuple[Path, Path],
+                                                                         tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run stopped while caching keeps the shards it wrote; the next computes only the others, is stopped
+    in training, and the third resumes from its checkpoint to the weights of a run never stopped."""
+    recipe, exp = prepared
+    monkeypatch.setattr(train_encoder, "CACHE_BATCH", 2)
+    monkeypatch.setattr(train_encoder, "SHARD_SECONDS", 1.5)
+    whole = _copy(exp, tmp_path / "whole", "data", "text", "tokenizer")
+    train_encoder.run(_context(recipe, whole))
+
+    killed = _copy(exp, tmp_path / "killed", "data", "text", "tokenizer")
+    cache = killed / "encoder/checkpoint/front_states"
+    with monkeypatch.context() as patch:
+        _spy_loads(patch, kill_at=5)
+        with pytest.raises(Killed):
+            train_encoder.run(_context(recipe, killed))
+    assert sorted(path.name for path in cache.iterdir()) == ["shard-00000"], "four reads filled the first shard"
+
+    with monkeypatch.context() as patch:
+        loads = _spy_loads(patch)
+        _spy_training(patch, lambda job: None, kill_at=3)
+        with pytest.raises(Killed):
+            train_encoder.run(_context(recipe, killed))
+    assert sorted(loads) == [4, 5, 6, 7], "only the missing shards' audio is read"
+    assert sorted(path.name for path in (killed / "encoder/checkpoint").iterdir()) == [
+        "front_states", "step-1", "step-2"]
+
+    with monkeypatch.context() as patch:
+        loads = _spy_loads(patch)
+        train_encoder.run(_context(recipe, killed))
+    assert loads == [], "the cache is reused"
+    stats = json.loads((killed / "encoder/.done").read_text())["stats"]
+    assert stats["resumed_from"] == 2
+    ours, theirs = _weights(killed), _weights(whole)
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[name], theirs[name]) for name in ours)

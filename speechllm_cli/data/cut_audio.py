@@ -1,36 +1,63 @@
-"""A split's audio read one utterance at a time, in the order batches are made.
+"""A split's audio, read utterance by utterance when a batch needs it.
 
-A split of hundreds of hours does not fit in memory; every stage that reads audio asks for a batch's
-waveforms when it builds that batch, and nothing else holds them.
+The manifest (ids, durations, paths) is small and stays in memory; the waveforms do not. Holding a split's
+audio costs 230 MB per hour of 16 kHz float32 speech, so LibriSpeech's 100 h split would not fit: every
+reader that goes through a split (encoder training, front-state caching, decoding) reads one batch at a
+time from here and lets it go.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
+
 from speechllm_cli.data.audio import downmix
 
 if TYPE_CHECKING:
-    import torch
     from lhotse import CutSet
+    from lhotse.cut import Cut
 
 
 class CutAudio:
+    """Lazy access to the audio of a CutSet's cuts by position in the manifest."""
+
     def __init__(self, cuts: CutSet) -> None:
-        self._cuts = list(cuts)
-        self.ids = [cut.id for cut in self._cuts]
-        self.seconds = [float(cut.duration) for cut in self._cuts]
+        """``cuts`` as :func:`speechllm_cli.stages.inputs.load_cuts` gives them, their audio paths already
+        prefixed with the experiment folder."""
+        self._cuts: list[Cut] = list(cuts)
+        self.ids: list[str] = [cut.id for cut in self._cuts]
+        """Cut ids in manifest order."""
+        self.seconds: list[float] = [cut.duration for cut in self._cuts]
+        """Durations in manifest order, known without reading any audio."""
 
     def __len__(self) -> int:
         return len(self._cuts)
 
     def load(self, index: int) -> torch.Tensor:
-        """Mono float32 samples, channels mixed as ``decode FILE`` mixes them."""
-        import torch
-
+        """The mono float32 waveform of cut ``index`` at the manifest's rate (16 kHz as prepare-data writes
+        it), its channels mixed as ``decode FILE`` mixes them, so both paths give a model the same samples."""
         return torch.from_numpy(downmix(self._cuts[index].load_audio()))
 
-    def batches(self, batch_size: int) -> list[list[int]]:
-        """Indices sorted by duration, then chunked: batches of similar length pad little."""
-        order = sorted(range(len(self)), key=lambda i: self.seconds[i])
-        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    def batches(self, batch_size: int, max_seconds: float | None = None) -> list[list[int]]:
+        """All indices, shortest first, in batches of at most ``batch_size``: similar lengths pad little.
+
+        ``max_seconds`` also bounds a batch's padded audio (utterances x the longest), the size its encoder
+        pass allocates, so batches of long utterances get fewer of them; an utterance longer than
+        ``max_seconds`` makes a batch of its own. Equal durations keep manifest order: the plan is a pure
+        function of the manifest, so a cache built batch by batch is found again batch by batch.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        batches: list[list[int]] = []
+        current: list[int] = []
+        for index in sorted(range(len(self)), key=self.seconds.__getitem__):
+            full = len(current) == batch_size
+            too_long = max_seconds is not None and (len(current) + 1) * self.seconds[index] > max_seconds
+            if current and (full or too_long):
+                batches.append(current)
+                current = []
+            current.append(index)
+        if current:
+            batches.append(current)
+        return batches

@@ -1,4 +1,4 @@
-"""Reading what earlier stages wrote: split manifests, audio, normalised text sets, trained models."""
+"""Reading what earlier stages wrote: split manifests, normalised text sets, the trained encoder."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from speechllm_cli.common.io import read_jsonl
 from speechllm_cli.stages.runner import Context
 
 if TYPE_CHECKING:
-    import torch
     from lhotse import CutSet
 
     from speechllm_cli.core.encoders import CTCEncoder
@@ -39,19 +38,6 @@ def load_text_set(context: Context, name: str) -> list[dict[str, Any]]:
     if not path.is_file():
         raise SpeechLLMError(f"{path}: text set {name!r} does not exist (run prepare-text first)")
     return read_jsonl(path)
-
-
-def load_audio(context: Context, cuts: CutSet, description: str) -> list[torch.Tensor]:
-    """Mono 16 kHz waveforms of all cuts, in memory: small corpora fit, and epochs then cost no decoding.
-
-    Channels are mixed by the rule ``decode FILE`` uses too (:func:`speechllm_cli.data.audio.downmix`).
-    """
-    import torch
-
-    from speechllm_cli.data.audio import downmix
-
-    return [torch.from_numpy(downmix(cut.load_audio()))
-            for cut in context.track(cuts, len(cuts), description)]
 
 
 def encoder_dir(context: Context) -> Path:

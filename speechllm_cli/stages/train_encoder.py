@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,15 +20,8 @@ from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import write_json
 from speechllm_cli.common.names import Name
 from speechllm_cli.core.train_config import TrainConfig
-from speechllm_cli.stages.inputs import (
-    cuts_path,
-    encoder_dir,
-    encoder_name_path,
-    load_audio,
-    load_cuts,
-    load_text_set,
-    text_set_path,
-)
+from speechllm_cli.stages.inputs import (cuts_path, encoder_dir, encoder_name_path, load_cuts,
+                                         load_text_set, text_set_path)
 from speechllm_cli.stages.runner import PARTIAL, Context, StageResult, Unit, run_units, status
 
 if TYPE_CHECKING:
@@ -35,11 +29,23 @@ if TYPE_CHECKING:
     from lhotse import CutSet
 
     from speechllm_cli.core.encoders import CTCEncoder, FrozenFrontEncoder
+    from speechllm_cli.data.cut_audio import CutAudio
 
 
 FRONT_STATES = "front_states"
-"""Cached outputs of a frozen encoder front (a verified safetensors folder), kept with the partial work until
-training finishes."""
+"""Cached outputs of a frozen encoder front (a folder of shards), kept with the partial work until training
+finishes."""
+SHARD = "shard-{:05d}"
+"""One shard of the cache: a verified safetensors folder (see :func:`speechllm_cli.core.training.save_verified`)."""
+SHARD_SECONDS = 600.0
+"""Audio per shard, which the caching step holds as states before writing them: 23 MB of float16 states for
+whisper-tiny (384 dimensions, 50 frames a second), 77 MB for Whisper large's 1280, whatever the split's size.
+A kill loses at most one shard's work."""
+CACHE_BATCH = 16
+"""Utterances per batch of the frozen front when caching."""
+CACHE_SECONDS = 160.0
+"""Padded audio per caching batch: 16 utterances of 10 s, or 5 of Whisper's 30 s window, so the front's
+activations stay bounded however long a split's utterances are."""
 
 log = logging.getLogger(__name__)
 
@@ -75,33 +81,39 @@ def _prepared(context: Context, config: TrainEncoderConfig) -> tuple[CutSet, dic
     return cuts, targets
 
 
-def _examples(context: Context, config: TrainEncoderConfig, encoder: CTCEncoder, cuts: CutSet,
-              targets: dict[str, str]) -> tuple[list[Any], dict[str, int]]:
+def _examples(config: TrainEncoderConfig, encoder: CTCEncoder, cuts: CutSet,
+              targets: dict[str, str]) -> tuple[CutAudio, list[tuple[int, list[int]]], dict[str, int]]:
+    """The usable utterances' audio, unread, and items (position in it, CTC targets): an item only names its
+    audio, which is read when its batch is made, so no item holds a waveform."""
+    from speechllm_cli.data.cut_audio import CutAudio
+
     kept = cuts.filter(lambda cut: cut.duration <= config.max_seconds and cut.id in targets).to_eager()
-    audio = load_audio(context, kept, f"loading {config.split} audio")
-    items = [(wave, encoder.text_to_ids(targets[cut.id])) for wave, cut in zip(audio, kept, strict=True)]
-    return [item for item in items if item[1]], {"utterances": len(items), "left_out": len(cuts) - len(items)}
+    units = {cut.id: encoder.text_to_ids(targets[cut.id]) for cut in kept}
+    audio = CutAudio(kept.filter(lambda cut: bool(units[cut.id])))
+    items = [(index, units[cut_id]) for index, cut_id in enumerate(audio.ids)]
+    return audio, items, {"utterances": len(kept), "left_out": len(cuts) - len(kept)}
 
 
-def _targets(batch: list[tuple[torch.Tensor, list[int]]]) -> dict[str, torch.Tensor]:
+def _targets(batch: list[tuple[int, list[int]]]) -> dict[str, torch.Tensor]:
     import torch
 
     return {"targets": torch.cat([torch.tensor(ids) for _, ids in batch]),
             "target_lengths": torch.tensor([len(ids) for _, ids in batch])}
 
 
-def _collate_audio(batch: list[tuple[torch.Tensor, list[int]]], generator: torch.Generator,
+def _collate_audio(audio: CutAudio, batch: list[tuple[int, list[int]]], generator: torch.Generator,
                    progress: float) -> dict[str, Any]:
-    return {"audio": [wave for wave, _ in batch], "lengths": None, "from_states": False, **_targets(batch)}
+    return {"audio": [audio.load(index) for index, _ in batch], "lengths": None, "from_states": False,
+            **_targets(batch)}
 
 
-def _collate_states(batch: list[tuple[torch.Tensor, list[int]]], generator: torch.Generator,
+def _collate_states(states: FrontStates, batch: list[tuple[int, list[int]]], generator: torch.Generator,
                     progress: float) -> dict[str, Any]:
     import torch
 
-    states = torch.nn.utils.rnn.pad_sequence([item.float() for item, _ in batch], batch_first=True)
-    return {"audio": states, "lengths": torch.tensor([len(item) for item, _ in batch]), "from_states": True,
-            **_targets(batch)}
+    rows = [states.load(index).float() for index, _ in batch]
+    return {"audio": torch.nn.utils.rnn.pad_sequence(rows, batch_first=True),
+            "lengths": torch.tensor([len(row) for row in rows]), "from_states": True, **_targets(batch)}
 
 
 def _ctc_loss(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
@@ -110,52 +122,104 @@ def _ctc_loss(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
     return encoder.ctc_loss(output, batch["targets"], batch["target_lengths"])
 
 
-def _front_states(context: Context, encoder: FrozenFrontEncoder, items: list[tuple[torch.Tensor, list[int]]],
-                  batch_size: int = 16) -> list[tuple[torch.Tensor, list[int]]]:
-    """Each utterance's frozen front output (float16), computed once and kept with the partial work."""
-    from speechllm_cli.core.training import save_verified
+class FrontStates:
+    """The cached front states, read per batch: each shard is memory-mapped and kept open, and a batch copies
+    out only its own utterances. Pages read stay in the page cache, which the kernel may drop at any time;
+    nothing holds the split's states in process memory."""
 
+    def __init__(self, folder: Path, shards: list[list[int]]) -> None:
+        from safetensors import safe_open
+
+        from speechllm_cli.core.training import TENSORS
+
+        self._files: dict[int, Any] = {}
+        for number, indices in enumerate(shards):
+            handle = safe_open(str(folder / SHARD.format(number) / TENSORS), framework="pt")
+            self._files.update(dict.fromkeys(indices, handle))
+
+    def frames(self, index: int) -> int:
+        return int(self._files[index].get_slice(f"state.{index}").get_shape()[0])
+
+    def load(self, index: int) -> torch.Tensor:
+        return self._files[index].get_tensor(f"state.{index}")
+
+
+def _shards(audio: CutAudio) -> list[list[list[int]]]:
+    """The caching batches grouped into shards of about :data:`SHARD_SECONDS` of audio, a pure function of the
+    manifest: a rerun finds each shard where the killed run left it."""
+    shards: list[list[list[int]]] = []
+    current: list[list[int]] = []
+    seconds = 0.0
+    for batch in audio.batches(CACHE_BATCH, CACHE_SECONDS):
+        current.append(batch)
+        seconds += sum(audio.seconds[index] for index in batch)
+        if seconds >= SHARD_SECONDS:
+            shards.append(current)
+            current, seconds = [], 0.0
+    if current:
+        shards.append(current)
+    return shards
+
+
+def _front_states(context: Context, encoder: FrozenFrontEncoder, audio: CutAudio) -> FrontStates:
+    """Each utterance's frozen front output (float16), computed once and kept with the partial work, shard by
+    shard, so that a killed run keeps every shard it finished."""
     folder = context.exp_dir / "encoder" / PARTIAL / FRONT_STATES
-    states = _cached_states(folder, len(items))
-    if states is None:
-        states = _compute_states(context, encoder, [wave for wave, _ in items], batch_size)
-        save_verified(folder, {f"state.{i}": state for i, state in enumerate(states)}, {"count": len(states)})
-    return [(state, ids) for state, (_, ids) in zip(states, items, strict=True)]
+    shards = _shards(audio)
+    for leftover in folder.glob(".shard-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    _compute_states(context, encoder, audio, folder, _missing_shards(folder, shards))
+    return FrontStates(folder, [[index for batch in batches for index in batch] for batches in shards])
 
 
-def _cached_states(folder: Path, count: int) -> list[torch.Tensor] | None:
-    """The cache when it verifies and holds ``count`` utterances; a damaged one is named, then computed again."""
+def _missing_shards(folder: Path, shards: list[list[list[int]]]) -> dict[int, list[list[int]]]:
+    """The shards to compute: those not written yet, and damaged ones, which are named in one warning line."""
     from speechllm_cli.core.training import UnreadableCheckpoint, load_verified
 
-    if not folder.exists():
-        return None
-    try:
-        tensors, _ = load_verified(folder)
-        if sorted(tensors) != sorted(f"state.{i}" for i in range(count)):
-            raise UnreadableCheckpoint(f"holds {len(tensors)} utterances' states, not the {count} expected")
-        return [tensors[f"state.{i}"] for i in range(count)]
-    except UnreadableCheckpoint as error:
-        log.warning("%s: %s; computing the frozen encoder's outputs again", folder, error)
-        return None
+    missing: dict[int, list[list[int]]] = {}
+    damaged = []
+    for number, batches in enumerate(shards):
+        path = folder / SHARD.format(number)
+        if not path.exists():
+            missing[number] = batches
+            continue
+        expected = sorted(f"state.{index}" for batch in batches for index in batch)
+        try:
+            tensors, _ = load_verified(path)
+            if sorted(tensors) != expected:
+                raise UnreadableCheckpoint(f"holds {len(tensors)} utterances' states, not the {len(expected)} "
+                                           "expected")
+        except UnreadableCheckpoint as error:
+            missing[number] = batches
+            damaged.append(f"{path.name} ({error})")
+    if damaged:
+        log.warning("%s: skipped %s; computing the frozen encoder's outputs again", folder, "; ".join(damaged))
+    return missing
 
 
-def _compute_states(context: Context, encoder: FrozenFrontEncoder, waves: list[torch.Tensor],
-                    batch_size: int) -> list[torch.Tensor]:
+def _compute_states(context: Context, encoder: FrozenFrontEncoder, audio: CutAudio, folder: Path,
+                    shards: dict[int, list[list[int]]]) -> None:
+    """Run the front over the shards' batches, reading each batch's audio only, and write each shard (verified)
+    as soon as its last batch is done: the caching step holds one batch's audio and one shard's states."""
     import torch
 
     from speechllm_cli.core.features import pad_waveforms
+    from speechllm_cli.core.training import save_verified
 
-    order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    states = [torch.empty(0)] * len(waves)
+    work = [(number, batch, batch is batches[-1]) for number, batches in shards.items() for batch in batches]
+    if not work:
+        return
+    states: dict[str, torch.Tensor] = {}
     encoder.eval()
     with torch.no_grad():
-        for batch in context.track(batches, len(batches), "caching the frozen encoder's outputs"):
-            audio, lengths = pad_waveforms([waves[i] for i in batch])
-            out, lengths = encoder.front(audio.to(encoder.device), lengths.to(encoder.device))
+        for number, batch, last in context.track(work, len(work), "caching the frozen encoder's outputs"):
+            waves, lengths = pad_waveforms([audio.load(index) for index in batch])
+            out, frames = encoder.front(waves.to(encoder.device), lengths.to(encoder.device))
             for row, index in enumerate(batch):
-                states[index] = out[row, : int(lengths[row])].half().cpu().clone()
-    return states
+                states[f"state.{index}"] = out[row, : int(frames[row])].half().cpu()
+            if last:
+                save_verified(folder / SHARD.format(number), states, {"count": len(states)})
+                states = {}
 
 
 def _train(context: Context, config: TrainEncoderConfig) -> dict[str, Any]:
@@ -170,13 +234,17 @@ def _train(context: Context, config: TrainEncoderConfig) -> dict[str, Any]:
     cuts, targets = _prepared(context, config)
     seed_everything(config.train.seed)
     encoder = build_encoder(config.encoder, config.model, tokenizer=_tokenizer_path(context))
-    items, counts = _examples(context, config, encoder, cuts, targets)
+    audio, items, counts = _examples(config, encoder, cuts, targets)
     if not items:
         raise SpeechLLMError(f"train-encoder: no usable utterances in split {config.split!r}")
-    collate = _collate_audio
     if isinstance(encoder, FrozenFrontEncoder) and encoder.front_is_frozen:
-        items, collate = _front_states(context, encoder, items), _collate_states
-    job = TrainJob(encoder, items, [len(item) for item, _ in items], collate, _ctc_loss, out.parent)
+        states = _front_states(context, encoder, audio)
+        collate = partial(_collate_states, states)
+        lengths = [states.frames(index) for index, _ in items]
+    else:
+        collate = partial(_collate_audio, audio)
+        lengths = [round(audio.seconds[index] * encoder.sample_rate) for index, _ in items]
+    job = TrainJob(encoder, items, lengths, collate, _ctc_loss, out.parent)
     report = train(job, config.train, context.track)
     encoder.save(out)
     write_json(encoder_name_path(context), {"encoder": config.encoder})
