@@ -223,6 +223,8 @@ def _compute_states(context: Context, encoder: FrozenFrontEncoder, audio: CutAud
 
 
 def _train(context: Context, config: TrainEncoderConfig) -> dict[str, Any]:
+    import torch
+
     from speechllm_cli.core.encoders import FrozenFrontEncoder, build_encoder, load_encoder
     from speechllm_cli.core.training import TrainJob, seed_everything, train
 
@@ -234,6 +236,8 @@ def _train(context: Context, config: TrainEncoderConfig) -> dict[str, Any]:
     cuts, targets = _prepared(context, config)
     seed_everything(config.train.seed)
     encoder = build_encoder(config.encoder, config.model, tokenizer=_tokenizer_path(context))
+    if torch.cuda.is_available():
+        encoder.to("cuda")  # the front-state cache is made before the training loop places the model
     audio, items, counts = _examples(config, encoder, cuts, targets)
     if not items:
         raise SpeechLLMError(f"train-encoder: no usable utterances in split {config.split!r}")
