@@ -5,9 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from speechllm_cli.core.calibration import (CORRECT, DELETION, SOFT, SUBSTITUTION, CalibratedSimulator, FrameLabels,
-                                            LevelSchedule, align_frames, load_calibration, measure,
-                                            save_calibration)
+from speechllm_cli.core.calibration import (
+    CORRECT,
+    DELETION,
+    SOFT,
+    SUBSTITUTION,
+    CalibratedSimulator,
+    FrameLabels,
+    align_frames,
+    load_calibration,
+    measure,
+    save_calibration,
+)
+from speechllm_cli.core.configs import LevelSchedule
 from speechllm_cli.core.mismatch import distance, frame_stats
 
 V = 8

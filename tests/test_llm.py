@@ -15,10 +15,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.core.configs import LLMConfig, LoraSettings
 from speechllm_cli.core.llm import (
     SOURCE_FILE,
-    LLMConfig,
-    LoraSettings,
     build_prompt,
     cache_folder,
     end_of_turn_id,
