@@ -23,6 +23,7 @@ import torch
 from speechllm_cli.common import distributed
 from speechllm_cli.core.train_config import TrainConfig
 from speechllm_cli.core.training import TrainJob, load_verified, train, trainable_state
+from tests.conftest import run_cli
 
 PROCESSES = 2
 
@@ -264,3 +265,38 @@ def test_only_the_main_process_writes_and_both_see_the_same_outcomes(tmp_path: P
     assert [json.loads((exp / name / ".done").read_text())["stats"] for name, _, _ in first[0]] == [
         stats for _, stats, _ in first[0]]
     assert [r["step"] for r in _log(exp / "trained")] == [2]
+
+
+# -- the command: speechllm train-encoder --num-processes 2 ------------------------------------------------
+
+def test_num_processes_trains_a_stage_on_two_processes_through_the_command(tmp_path: Path) -> None:
+    """The small train-encoder recipe of test_checkpoints (tones, a tiny Whisper's frozen front): the main
+    process caches the front's outputs, both train, one writes; a rerun is up to date."""
+    from speechllm_cli.stages import prepare_data, prepare_text
+    from tests.test_checkpoints import _context, _recipe
+
+    recipe = _recipe(tmp_path)
+    prepare_data.run(_context(recipe, tmp_path / "exp"))
+    prepare_text.run(_context(recipe, tmp_path / "exp"))
+    command = ("train-encoder", "--recipe", recipe, "--exp-dir", tmp_path / "exp", "--set",
+               "train_encoder.train.steps=2", "--num-processes", "2")
+
+    first = run_cli(*command, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    encoder = tmp_path / "exp/encoder"
+    assert first.stdout.count("train-encoder: whisper-ctc, 2 steps") == 1
+    assert (encoder / "model/model.safetensors").is_file()
+    stats = json.loads((encoder / ".done").read_text())["stats"]
+    assert stats["steps"] == 2 and stats["utterances"] == 8
+    assert [r["step"] for r in _log(encoder)] == [2]
+    assert not (encoder / "checkpoint/front_states").exists()
+
+    again = run_cli(*command, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "up to date" in again.stdout
+
+    shutil.rmtree(encoder)
+    failed = run_cli(*command[:-2], "--set", "train_encoder.train.lr=1e30", "--num-processes", "2", cwd=tmp_path)
+    assert failed.returncode == 1
+    assert [line for line in failed.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: {encoder}: non-finite loss at step 2; kept the last good checkpoint (step 1)"]
