@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 import speechllm_cli
+from speechllm_cli.common import distributed
 from speechllm_cli.common.errors import SpeechLLMError
 
 if TYPE_CHECKING:
@@ -55,6 +56,11 @@ SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", "-s", metavar="SECTION.KEY=VALUE",
     help="Override a config value (the value is read as YAML), e.g. --set prepare_data.mini.seed=3. Repeatable.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun even when the stage's outputs are up to date.")]
+ProcessesOpt = Annotated[int, typer.Option(
+    "--num-processes", min=1, metavar="N",
+    help="Train with N data-parallel processes on this machine (one per GPU, or sharing the CPU cores). Each "
+         "takes train.batch_size items per micro-batch, so a step sees N times as many; only the first one "
+         "writes.")]
 BadInputOpt = Annotated[OnBadInput | None, typer.Option(
     "--on-bad-input", case_sensitive=False,
     help="fail: stop at the first bad entry with a one-line message; skip: skip bad entries and count them "
@@ -126,6 +132,13 @@ def _execute(stage: str, recipe: str | None, exp_dir: Path | None, sets: list[st
     from speechllm_cli.stages.registry import STAGES
 
     _guarded(lambda: _print(STAGES[stage](_context(recipe, exp_dir, sets, force, values, command))))
+
+
+def _relaunch(processes: int) -> None:
+    """Start this command again as each of ``processes`` processes and exit with them, unless it is one of
+    them already (started so here, or by torchrun or accelerate launch)."""
+    if processes > 1 and distributed.world_size() == 1:
+        raise typer.Exit(distributed.launch(sys.argv[1:], processes))
 
 
 def _version(value: bool) -> None:
@@ -209,7 +222,13 @@ def _register(name: str) -> None:
     app.command(name)(command)
 
 
-_register("train-encoder")
+@app.command("train-encoder", help=_STAGE_HELP["train-encoder"])
+def train_encoder(recipe: RecipeOpt = None, exp_dir: ExpDirOpt = None, set_: SetOpt = None, force: ForceOpt = False,
+                  num_processes: ProcessesOpt = 1) -> None:
+    _relaunch(num_processes)
+    _execute("train-encoder", recipe, exp_dir, set_, force)
+
+
 _register("calibrate")
 
 
@@ -221,9 +240,11 @@ def align(
     force: ForceOpt = False,
     system: Annotated[list[str] | None, typer.Option(
         "--system", help="Train only this system of align.systems (e.g. tasu, calibrated). Repeatable.")] = None,
+    num_processes: ProcessesOpt = 1,
 ) -> None:
     """Train projectors (and LoRA) that feed CTC posteriors to the LLM: from text only (TASU's or the calibrated
     simulation) or from real posteriors (paired, TTS). Without --system, every system of the recipe."""
+    _relaunch(num_processes)
     values = {"align.systems": _only(recipe, set_, "--system", "align", "systems", system)} if system else {}
     _execute("align", recipe, exp_dir, set_, force, values)
 
@@ -294,9 +315,11 @@ def curriculum_finetune(
                          "under curriculum_finetune.schedules. Repeatable.")] = None,
     budget: Annotated[list[float] | None, typer.Option(
         "--budget", help="Run only this speech budget (percent of the training utterances). Repeatable.")] = None,
+    num_processes: ProcessesOpt = 1,
 ) -> None:
     """Fine-tune under limited speech (text-only, direct mixing, curriculum, TASU then speech) and decode the
     test set with speech and with text input. Without --track/--scheme/--budget, runs the whole sweep."""
+    _relaunch(num_processes)
     values: Values = {f"curriculum_finetune.{key}": chosen
                       for key, chosen in (("schemes", scheme), ("budgets", budget)) if chosen}
     if track:

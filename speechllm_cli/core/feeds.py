@@ -84,9 +84,9 @@ def embed(model: SpeechLLM, batch: Batch) -> list[torch.Tensor]:
 
 
 def loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-    """Cross-entropy on the targets; ``model`` may be wrapped by Accelerate."""
-    speech_llm = getattr(model, "module", model)
-    return speech_llm.loss(embed(speech_llm, batch), [e.target for e in batch.examples])
+    """Cross-entropy on the targets, computed by calling ``model`` (a :class:`SpeechLLM`, or a data-parallel
+    wrapper of one that averages the gradients of what the call uses), the projector included."""
+    return model(lambda speech_llm: embed(speech_llm, batch), [e.target for e in batch.examples])
 
 
 def generate_texts(model: SpeechLLM, tokenizer: Any, examples: Sequence[Example], vocab_size: int,

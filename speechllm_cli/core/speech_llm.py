@@ -9,7 +9,7 @@ utterance's last prompt position is the last column.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -81,6 +81,12 @@ class SpeechLLM(torch.nn.Module):
         if targets:
             inputs["labels"] = labels
         return inputs
+
+    def forward(self, inputs: Callable[[SpeechLLM], Sequence[torch.Tensor]],
+                targets: Sequence[Sequence[int]]) -> torch.Tensor:
+        """The training loss of the sequences ``inputs`` builds with this model (projected posteriors, embedded
+        text). Built inside the call, so that a data-parallel wrapper sees every parameter the loss uses."""
+        return self.loss(inputs(self), targets)
 
     def loss(self, inserted: Sequence[torch.Tensor], targets: Sequence[Sequence[int]]) -> torch.Tensor:
         """Cross-entropy on the target tokens only (prompt and inserted positions are ignored)."""

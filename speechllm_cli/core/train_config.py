@@ -9,10 +9,12 @@ from speechllm_cli.common.config import StrictModel
 
 class TrainConfig(StrictModel):
     steps: PositiveInt = 1000
-    """Optimizer steps in all."""
+    """Optimizer steps in all, however many processes train (the schedule counts these)."""
     batch_size: PositiveInt = 8
-    """Items per micro-batch (per process)."""
+    """Items per micro-batch of one process. A step trains on the global batch, batch_size x processes x
+    grad_accum items: more processes see more items per step, not the same items split."""
     grad_accum: PositiveInt = 1
+    """Micro-batches each process adds up before a step."""
     lr: PositiveFloat = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0

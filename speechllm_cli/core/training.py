@@ -6,9 +6,15 @@ parallelism (through Accelerate), JSON-lines logs, and full-state checkpoints fr
 resumes to the same result as an uninterrupted one.
 
 Determinism across a resume rests on two choices: the batch plan of an epoch is a pure function of
-(seed, epoch), and each step gets its own generator seeded from (seed, step) for any randomness the
-stage's collate function needs (CPS simulation, augmentation). Module randomness (dropout) is covered
-by saving and restoring the torch RNG state with the checkpoint.
+(seed, epoch), and each micro-batch gets its own generator seeded from (seed, step, its place in the
+step) for any randomness the stage's collate function needs (CPS simulation, augmentation). Module
+randomness (dropout) is covered by saving and restoring every process's torch RNG state with the
+checkpoint.
+
+Batch sizes: ``batch_size`` items make one micro-batch of one process; an optimizer step takes
+``batch_size x processes x grad_accum`` items (the global batch) as that many consecutive micro-batches of
+the plan, and the loss it minimises is their mean. The plan and the schedule do not depend on how the
+global batch is split between processes and accumulation.
 
 Checkpoints are ``checkpoint/step-<N>/`` folders of safetensors and JSON with a manifest of their sha256:
 reading one runs no code, and the last two are kept so that a damaged newest one costs a few steps,
@@ -17,6 +23,7 @@ not the run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -28,13 +35,17 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
+from speechllm_cli.common import distributed
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import atomic_dir, write_json, write_jsonl
 from speechllm_cli.core.train_config import TrainConfig
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 Track = Callable[[Iterable[int], int, str], Iterable[int]]
 
@@ -209,7 +220,22 @@ class _Run:
 _META_KEYS = ("step", "cursor", "scheduler", "optimizer", "python_rng", "first_loss", "last_loss")
 
 
-def _contents(run: _Run, step: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _rng_states(accelerator: Accelerator) -> dict[str, torch.Tensor]:
+    """Every process's torch RNG states (their dropout draws differ), gathered from all of them.
+
+    Process 0's keep the names a single process uses; process r's are prefixed ``rank<r>.``.
+    """
+    local = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        local |= {f"rng.cuda.{i}": state for i, state in enumerate(torch.cuda.get_rng_state_all())}
+    states = {}
+    for name, state in local.items():
+        gathered = accelerator.gather(state.to(accelerator.device)[None]).cpu()
+        states |= {name if rank == 0 else f"rank{rank}.{name}": row for rank, row in enumerate(gathered)}
+    return states
+
+
+def _contents(run: _Run, step: int, rng: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """A checkpoint as flat tensors (model, optimizer state, RNG states) and JSON (everything else)."""
     optimizer = run.optimizer.state_dict()
     tensors = {f"model.{name}": value for name, value in trainable_state(run.model).items()}
@@ -220,9 +246,7 @@ def _contents(run: _Run, step: int) -> tuple[dict[str, torch.Tensor], dict[str, 
                 tensors[f"optimizer.state.{index}.{name}"] = value
             else:
                 scalars.setdefault(str(index), {})[name] = value
-    tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        tensors.update({f"rng.cuda.{i}": state for i, state in enumerate(torch.cuda.get_rng_state_all())})
+    tensors |= rng
     version, internal, gauss = random.getstate()
     meta = {"step": step, "cursor": run.cursor.state_dict(), "scheduler": run.scheduler.state_dict(),
             "optimizer": {"param_groups": optimizer["param_groups"], "state": scalars},
@@ -241,8 +265,9 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], saved: dict[str, Any]) ->
     return {"state": state, "param_groups": saved["param_groups"]}
 
 
-def _restore(tensors: dict[str, torch.Tensor], meta: dict[str, Any], run: _Run, step: int) -> None:
-    """Load a verified checkpoint into ``run``; one that does not fit the model changes nothing."""
+def _restore(tensors: dict[str, torch.Tensor], meta: dict[str, Any], run: _Run, step: int, rank: int) -> None:
+    """Load a verified checkpoint into ``run`` for process ``rank``; one that does not fit the model changes
+    nothing. A process missing from the checkpoint (it was saved by fewer) takes process 0's RNG states."""
     weights = {key[len("model."):]: value for key, value in tensors.items() if key.startswith("model.")}
     _check_fits(weights, tensors, meta, run.model, step)
     try:
@@ -252,8 +277,10 @@ def _restore(tensors: dict[str, torch.Tensor], meta: dict[str, Any], run: _Run, 
     run.model.load_state_dict(weights, strict=False)
     run.scheduler.load_state_dict(meta["scheduler"])
     run.cursor.load_state_dict(meta["cursor"])
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda = [tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count()) if f"rng.cuda.{i}" in tensors]
+    own = {key[len(f"rank{rank}."):]: value for key, value in tensors.items() if key.startswith(f"rank{rank}.")}
+    rng = {key: value for key, value in tensors.items() if key.startswith("rng.")} | own
+    torch.set_rng_state(rng["rng.torch"])
+    cuda = [rng[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count()) if f"rng.cuda.{i}" in rng]
     if cuda:
         torch.cuda.set_rng_state_all(cuda)
     version, internal, gauss = meta["python_rng"]
@@ -282,13 +309,13 @@ def _checkpoints(root: Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
-def _resume(root: Path, run: _Run) -> int:
+def _resume(root: Path, run: _Run, rank: int) -> int:
     """Restore the newest checkpoint that verifies and return its step; skipped ones are named in one line."""
     legacy = (root / LEGACY_CHECKPOINT).is_file()
     skipped = [f"{LEGACY_CHECKPOINT} (speechllm 0.1.0's format, not read)"] if legacy else []
     for step, folder in _checkpoints(root):
         try:
-            _restore(*load_verified(folder), run, step)
+            _restore(*load_verified(folder), run, step, rank)
         except UnreadableCheckpoint as error:
             skipped.append(f"{folder.name} ({error})")
             continue
@@ -300,10 +327,10 @@ def _resume(root: Path, run: _Run) -> int:
     return 0
 
 
-def _save(root: Path, run: _Run, step: int, previous: int | None) -> None:
+def _save(root: Path, run: _Run, step: int, previous: int | None, rng: dict[str, torch.Tensor]) -> None:
     """Write ``step-<step>``, then drop every other checkpoint but ``previous``, the fallback should this one
     be damaged later."""
-    save_verified(root / f"step-{step}", *_contents(run, step))
+    save_verified(root / f"step-{step}", *_contents(run, step, rng))
     for number, folder in _checkpoints(root):
         if number not in (step, previous):
             shutil.rmtree(folder, ignore_errors=True)
@@ -357,41 +384,63 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
+def step_batches(cursor: BatchCursor, processes: int, rank: int, grad_accum: int) -> list[tuple[int, list[int]]]:
+    """Process ``rank``'s micro-batches of one optimizer step, each with its place in the step's global batch.
+
+    Every step takes the plan's next ``processes * grad_accum`` micro-batches, and every process walks all
+    of them so that the cursors stay equal: the items a step trains on depend on the global batch only, so
+    one process with grad_accum 2 trains on what two processes with grad_accum 1 do.
+    """
+    batches = [cursor.next() for _ in range(processes * grad_accum)]
+    return [(place, batch) for place, batch in enumerate(batches) if place % processes == rank]
+
+
 def train(job: TrainJob, config: TrainConfig, track: Track) -> TrainReport:
     """Train ``job.model`` for ``config.steps`` steps, resuming from the newest good checkpoint if there is one.
 
-    Raises :class:`SpeechLLMError` on a non-finite loss or gradient, before the update, so that the
-    checkpoints on disk stay good.
+    On several processes each computes its micro-batches' gradients through the data-parallel wrapper, which
+    averages them, so a step's gradient is the mean over the global batch's micro-batches; the loss
+    logged is that same mean. The schedule counts optimizer steps, never processes. Only the main process
+    writes. Raises :class:`SpeechLLMError` on a non-finite loss or gradient (on every process alike), before
+    the update, so that the checkpoints on disk stay good.
     """
     from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
 
+    distributed.training_starts()
     seed_everything(config.seed)
-    accelerator = Accelerator(mixed_precision=mixed_precision(job.precision))
+    # a micro-batch may leave trainable parameters unused (text-only input never reaches the projector)
+    accelerator = Accelerator(cpu=distributed.cpu_only(), mixed_precision=mixed_precision(job.precision),
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    processes, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     params = [p for p in job.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
     run = _Run(job.model, optimizer, scheduler, BatchCursor(job.lengths, config))
     root = job.out_dir / CHECKPOINTS
-    start = _resume(root, run)
+    start = _resume(root, run, rank)
     kept = start or None
-    model, optimizer, scheduler = accelerator.prepare(job.model, optimizer, scheduler)
+    model, optimizer = accelerator.prepare(job.model, optimizer)
     log_path = job.out_dir / "train_log.jsonl"
-    job.out_dir.mkdir(parents=True, exist_ok=True)
-    if accelerator.is_main_process:
+    if main:
+        job.out_dir.mkdir(parents=True, exist_ok=True)
         _trim_log(log_path, start)
     started = time.time()
     model.train()
     description = "training" if start == 0 else f"training (resumed at step {start})"
     for step in track(range(start, config.steps), config.steps - start, description):
         total = 0.0
-        for micro in range(config.grad_accum):
-            indices = run.cursor.next()[accelerator.process_index::accelerator.num_processes]
-            batch = job.collate([job.items[i] for i in indices], step_generator(config.seed, step * 1000 + micro),
+        mine = step_batches(run.cursor, processes, rank, config.grad_accum)
+        for number, (place, indices) in enumerate(mine):
+            batch = job.collate([job.items[i] for i in indices], step_generator(config.seed, step * 1000 + place),
                                 step / config.steps)
-            with accelerator.autocast():
-                loss = job.loss(model, batch) / config.grad_accum
-            accelerator.backward(loss)
+            sync = contextlib.nullcontext() if number == len(mine) - 1 else accelerator.no_sync(model)
+            with sync:
+                with accelerator.autocast():
+                    loss = job.loss(model, batch) / config.grad_accum
+                accelerator.backward(loss)
             total += float(loss.detach())
+        total = float(accelerator.reduce(torch.tensor(total, device=accelerator.device), "mean"))
         norm = accelerator.clip_grad_norm_(params, config.grad_clip)
         done = step + 1
         _require_finite(job.out_dir, done, total, norm, kept)
@@ -400,13 +449,14 @@ def train(job: TrainJob, config: TrainConfig, track: Track) -> TrainReport:
         optimizer.zero_grad(set_to_none=True)
         run.first_loss = total if run.first_loss is None else run.first_loss
         run.last_loss = total
-        if accelerator.is_main_process and (done % config.log_every == 0 or done == config.steps):
+        if main and (done % config.log_every == 0 or done == config.steps):
             _log(log_path, {"step": done, "loss": round(total, 5), "lr": scheduler.get_last_lr()[0],
                             "epoch": run.cursor.epoch, "seconds": round(time.time() - started, 2)})
         if done % config.checkpoint_every == 0 or done == config.steps:
-            if accelerator.is_main_process:
-                _save(root, run, done, kept)
+            rng = _rng_states(accelerator)
+            if main:
+                _save(root, run, done, kept, rng)
             kept = done
-        accelerator.wait_for_everyone()
     model.eval()
+    distributed.training_ends()
     return TrainReport(config.steps, start, run.first_loss, run.last_loss, time.time() - started)

@@ -7,6 +7,14 @@ runs, and the marker is written last, so a killed unit simply runs again.
 Keys are the one scheme every stage and cache uses: settings plus the *content* of each input, named by
 its path relative to the experiment folder. A split manifest's content
 includes the audio files it points to, so re-recorded audio under the same names is new work.
+
+On several processes (``--num-processes``), one rule: the main process runs every unit exactly as a lone
+process would and alone writes (outputs, markers, logs, checkpoints, config.yaml); every other process
+walks the same units and, for each, waits for the main process's word. A unit that trains calls the others
+in when its training starts: they run the unit themselves from the top, reading what the main process
+prepared and left on disk, take part in the training, and stop where it ends (``common.distributed``). Then
+every process gets the unit's outcome once its marker is written, so all end with the same view of what
+is done. A unit that does not train is the main process's alone.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from speechllm_cli.common import distributed
 from speechllm_cli.common.config import dump
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import file_digest, write_json, write_text
@@ -149,23 +158,45 @@ def _claim_partial_work(out_dir: Path, key: str, force: bool) -> None:
 
 
 def run_units(context: Context, units: list[Unit]) -> list[Outcome]:
+    if distributed.world_size() > 1:
+        distributed.join()
+        if not distributed.is_main():
+            return [_follow(unit) for unit in units]
     outcomes = []
     for unit in units:
-        inside(context.exp_dir, unit.out_dir)
-        key = unit_key(unit, context.exp_dir)
-        marker = read_marker(unit.out_dir / MARKER)
-        if not context.force and marker is not None and marker.get("key") == key:
-            outcomes.append(Outcome(unit, marker.get("stats", {}), reused=True))
-            continue
-        (unit.out_dir / MARKER).unlink(missing_ok=True)
-        _claim_partial_work(unit.out_dir, key, context.force)
-        started = time.time()
-        stats = unit.run()
-        write_text(unit.out_dir / "config.yaml", dump(context.config))
-        write_json(unit.out_dir / MARKER, {"key": key, "stats": stats, "seconds": round(time.time() - started, 2)})
-        (unit.out_dir / IN_PROGRESS).unlink(missing_ok=True)
-        outcomes.append(Outcome(unit, stats, reused=False))
+        outcome = _run(context, unit)
+        distributed.share((outcome.stats, outcome.reused))
+        outcomes.append(outcome)
     return outcomes
+
+
+def _run(context: Context, unit: Unit) -> Outcome:
+    inside(context.exp_dir, unit.out_dir)
+    key = unit_key(unit, context.exp_dir)
+    marker = read_marker(unit.out_dir / MARKER)
+    if not context.force and marker is not None and marker.get("key") == key:
+        return Outcome(unit, marker.get("stats", {}), reused=True)
+    (unit.out_dir / MARKER).unlink(missing_ok=True)
+    _claim_partial_work(unit.out_dir, key, context.force)
+    started = time.time()
+    with distributed.leading():
+        stats = unit.run()
+    write_text(unit.out_dir / "config.yaml", dump(context.config))
+    write_json(unit.out_dir / MARKER, {"key": key, "stats": stats, "seconds": round(time.time() - started, 2)})
+    (unit.out_dir / IN_PROGRESS).unlink(missing_ok=True)
+    return Outcome(unit, stats, reused=False)
+
+
+def _follow(unit: Unit) -> Outcome:
+    """A unit on a process other than the main one: its training, if the main process trains it, then the
+    main process's outcome."""
+    message = distributed.share()
+    if message == distributed.TRAINING:
+        with distributed.following():
+            unit.run()
+        message = distributed.share()
+    stats, reused = message
+    return Outcome(unit, stats, reused)
 
 
 def status(outcome: Outcome) -> str:

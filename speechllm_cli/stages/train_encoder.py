@@ -117,9 +117,12 @@ def _collate_states(states: FrontStates, batch: list[tuple[int, list[int]]], gen
 
 
 def _ctc_loss(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-    encoder = getattr(model, "module", model)
+    """CTC on what calling ``model`` (the encoder, or a data-parallel wrapper of it) outputs; the loss itself
+    uses no parameters, so every gradient comes through the call."""
+    from speechllm_cli.core.encoders import CTCEncoder
+
     output = model(batch["audio"], batch["lengths"], from_states=True) if batch["from_states"] else model(batch["audio"])
-    return encoder.ctc_loss(output, batch["targets"], batch["target_lengths"])
+    return CTCEncoder.ctc_loss(output, batch["targets"], batch["target_lengths"])
 
 
 class FrontStates:

@@ -1,0 +1,200 @@
+"""Several processes training one model: how they are started, and the one rule for who writes.
+
+``speechllm <stage> --num-processes N`` starts N copies of the same command (:func:`launch`) with the
+environment torch.distributed reads (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), as ``torchrun`` or
+``accelerate launch`` would; a command started by either of those behaves the same.
+
+Process 0, the main process, runs a stage as a lone process would and is the only one that writes. The
+others follow it unit by unit (``stages.runner``): they are told when the main process begins training a
+unit and only then run that unit themselves, so whatever the unit prepared before training (caches,
+converted models) is on disk for them to read; their part of the unit ends with the training
+(:class:`TrainingDone`), because saving, evaluating and the done marker are the main process's. A unit
+that does not train is the main process's alone.
+
+Module level stays free of torch: the CLI imports this to launch without loading a model library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import IO, Any
+
+from speechllm_cli.common.errors import SpeechLLMError
+
+TRAINING = "training"
+"""What the main process tells the others when a unit's training begins."""
+
+WAIT = timedelta(days=1)
+"""How long a process may wait for the others: the followers idle while the main process prepares, saves
+or evaluates a unit alone, which on a large corpus takes far longer than torch's 30-minute default. A
+process that fails stops the others (:func:`launch`), so this bounds only a hang."""
+
+GRACE_SECONDS = 5.0
+"""After one process fails, how long the others get to end by themselves: a process waiting for the
+failed one learns of it and stops at once, and one failing alike says why on its own."""
+
+_role: str | None = None
+"""``lead`` or ``follow`` while the runner runs a unit on several processes, ``trained`` once the lead has
+announced its training; None outside a unit."""
+
+
+class TrainingDone(Exception):  # noqa: N818 - an outcome, not an error
+    """Ends a following process's part of a unit when the unit's training has finished."""
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def cpu_only() -> bool:
+    """Accelerate joins several processes on a machine without CUDA only when told to use its CPUs."""
+    import torch
+
+    return world_size() > 1 and not torch.cuda.is_available()
+
+
+def join() -> None:
+    """Join the process group (once per process) with a wait long enough for a unit the main runs alone."""
+    from accelerate import PartialState
+
+    PartialState(cpu=cpu_only(), timeout=WAIT)
+
+
+def share(message: Any = None) -> Any:
+    """The main process's ``message``, on every process (the others pass nothing); itself when alone."""
+    if world_size() == 1:
+        return message
+    import torch.distributed
+
+    box = [message]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+@contextlib.contextmanager
+def leading() -> Iterator[None]:
+    """The main process runs a unit: its training, if any, tells the others to join."""
+    global _role
+    _role = "lead"
+    try:
+        yield
+    finally:
+        _role = None
+
+
+@contextlib.contextmanager
+def following() -> Iterator[None]:
+    """Another process runs a unit the main process trains: up to the end of its training, nothing after."""
+    global _role
+    _role = "follow"
+    try:
+        yield
+    except TrainingDone:
+        pass
+    finally:
+        _role = None
+
+
+def training_starts() -> None:
+    """Called by the training loop first: the main process calls the others in."""
+    global _role
+    if _role == "trained":
+        raise SpeechLLMError("a unit of work trains twice; on several processes each unit may train once")
+    if _role == "lead":
+        share(TRAINING)
+        _role = "trained"
+
+
+def training_ends() -> None:
+    """Called by the training loop last: a following process's unit ends here."""
+    if _role == "follow":
+        raise TrainingDone
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """A launcher killed outright must not leave trainers behind that go on writing (Linux only)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def launch(arguments: list[str], processes: int) -> int:
+    """Run ``speechllm <arguments>`` as ``processes`` processes on this machine and return the exit code.
+
+    The main process keeps the terminal; the others' output is held back. When one process fails, the rest
+    are stopped (they would wait for it until :data:`WAIT`); the main process usually fails alike and has
+    said why, otherwise the failed process's output is shown. Each gets an equal share of the cores unless
+    OMP_NUM_THREADS says otherwise.
+    """
+    port = _free_port()
+    threads = str(max(1, (os.cpu_count() or 1) // processes))
+    logs: list[IO[bytes] | None] = [None] + [tempfile.TemporaryFile() for _ in range(processes - 1)]
+    children = []
+    for number, log in enumerate(logs):
+        environment = {**os.environ, "RANK": str(number), "LOCAL_RANK": str(number), "WORLD_SIZE": str(processes),
+                       "LOCAL_WORLD_SIZE": str(processes), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        environment.setdefault("OMP_NUM_THREADS", threads)
+        children.append(subprocess.Popen(
+            [sys.executable, "-m", "speechllm_cli", *arguments], env=environment,
+            stdout=None if log is None else subprocess.DEVNULL, stderr=log,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None))  # noqa: PLW1509 - no threads here
+    try:
+        failed = _first_failure(children)
+    except KeyboardInterrupt:
+        # the terminal interrupted every process; the main one says how to resume
+        for child in children:
+            child.wait()
+        return 130
+    if failed is None:
+        return 0
+    stopped = [child.poll() is None for child in children]
+    for child in children:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+    if not stopped[0] and children[0].returncode != 0:
+        failed = 0
+    log = logs[failed]
+    if log is not None:
+        log.seek(0)
+        sys.stderr.write(log.read().decode("utf-8", errors="replace"))
+    code = children[failed].returncode
+    return code if code > 0 else 128 - code
+
+
+def _first_failure(children: list[subprocess.Popen[bytes]]) -> int | None:
+    """The rank of the first process to fail (the lowest of those failing together) once the others have
+    ended too or had :data:`GRACE_SECONDS` to; None when all succeed."""
+    while True:
+        codes = [child.poll() for child in children]
+        failed = next((number for number, code in enumerate(codes) if code not in (None, 0)), None)
+        if failed is not None:
+            deadline = time.time() + GRACE_SECONDS
+            while time.time() < deadline and any(child.poll() is None for child in children):
+                time.sleep(0.1)
+            return failed
+        if all(code == 0 for code in codes):
+            return None
+        time.sleep(0.1)
