@@ -627,3 +627,21 @@ def test_ctc_decoding_depends_on_neither_lsd_nor_generation(tiny, tmp_path: Path
     rows = [line.split(maxsplit=3) for line in result.stdout.splitlines() if line.strip().startswith("decode/")]
     assert {name: state.strip() for name, _, _, state in rows} == {
         "decode/ctc/test_indomain": "up to date", "decode/tasu/test_indomain": "done"}
+
+
+def test_two_processes_decode_what_one_process_decodes(tiny, tmp_path: Path) -> None:
+    """Issue 12: data-parallel decoding. Each process decodes every second utterance; the merged hypotheses,
+    written once by the main process, equal one process's."""
+    exp, _ = tiny
+    copy = _copy_prepared(exp, tmp_path / "exp")
+    shutil.copytree(exp / "align/tasu", copy / "align/tasu")
+    result = _speechllm("decode", "--recipe", "tiny", "--exp-dir", copy, "--system", "tasu", "--system", "ctc",
+                        "--set", "decode.splits=[test_newvoice]", "--num-processes", "2")
+    assert result.returncode == 0, result.stderr
+    for system in ("tasu", "ctc"):
+        ours = (copy / "decode" / system / "test_newvoice/hyps.jsonl").read_text()
+        assert ours == (exp / "decode" / system / "test_newvoice/hyps.jsonl").read_text()
+        assert len(ours.splitlines()) == 6
+    again = _speechllm("decode", "--recipe", "tiny", "--exp-dir", copy, "--system", "tasu",
+                       "--set", "decode.splits=[test_newvoice]", "--num-processes", "2")
+    assert again.returncode == 0 and "up to date" in again.stdout, again.stderr

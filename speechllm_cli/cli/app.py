@@ -283,9 +283,14 @@ def decode(
         "--system", help="With FILEs: the one system that transcribes them (ctc, an align system or a peer "
                          "such as whisper; default tasu). Without: decode only this system of decode.systems. "
                          "Repeatable without FILEs.")] = None,
+    num_processes: Annotated[int, typer.Option(
+        "--num-processes", min=1, metavar="N",
+        help="Decode the test splits with N processes on this machine (one per GPU, or sharing the CPU cores), "
+             "each taking every N-th utterance; the hypotheses are merged and written by the first.")] = 1,
 ) -> None:
     """Zero-shot ASR of the test splits (speech -> encoder -> LSD -> projector -> LLM), or of given files."""
     if not files:
+        _relaunch(num_processes)
         values = {"decode.systems": _only(recipe, set_, "--system", "decode", "systems", system)} if system else {}
         _execute("decode", recipe, exp_dir, set_, force, values)
         return

@@ -1,15 +1,15 @@
-"""Several processes training one model: how they are started, and the one rule for who writes.
+"""Several processes training or decoding together: how they are started, and the one rule for who writes.
 
 ``speechllm <stage> --num-processes N`` starts N copies of the same command (:func:`launch`) with the
 environment torch.distributed reads (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), as ``torchrun`` or
 ``accelerate launch`` would; a command started by either of those behaves the same.
 
 Process 0, the main process, runs a stage as a lone process would and is the only one that writes. The
-others follow it unit by unit (``stages.runner``): they are told when the main process begins training a
-unit and only then run that unit themselves, so whatever the unit prepared before training (caches,
-converted models) is on disk for them to read; their part of the unit ends with the training
-(:class:`TrainingDone`), because saving, evaluating and the done marker are the main process's. A unit
-that does not train is the main process's alone.
+others follow it unit by unit (``stages.runner``): they are told when the main process begins a unit's
+joint work (its training, or its decoding split into shards) and only then run that unit themselves, so
+whatever the unit prepared before (caches, converted models) is on disk for them to read; their part of the
+unit ends with the joint work (:class:`JointWorkDone`), because saving, evaluating and the done marker are
+the main process's. A unit without joint work is the main process's alone.
 
 Module level stays free of torch: the CLI imports this to launch without loading a model library.
 """
@@ -31,8 +31,8 @@ from typing import IO, Any
 
 from speechllm_cli.common.errors import SpeechLLMError
 
-TRAINING = "training"
-"""What the main process tells the others when a unit's training begins."""
+JOINT_WORK = "joint work"
+"""What the main process tells the others when a unit's joint work begins."""
 
 WAIT = timedelta(days=1)
 """How long a process may wait for the others: the followers idle while the main process prepares, saves
@@ -44,12 +44,12 @@ GRACE_SECONDS = 5.0
 failed one learns of it and stops at once, and one failing alike says why on its own."""
 
 _role: str | None = None
-"""``lead`` or ``follow`` while the runner runs a unit on several processes, ``trained`` once the lead has
-announced its training; None outside a unit."""
+"""``lead`` or ``follow`` while the runner runs a unit on several processes, ``joined`` once the lead has
+announced its joint work; None outside a unit."""
 
 
-class TrainingDone(Exception):  # noqa: N818 - an outcome, not an error
-    """Ends a following process's part of a unit when the unit's training has finished."""
+class JointWorkDone(Exception):  # noqa: N818 - an outcome, not an error
+    """Ends a following process's part of a unit when the unit's joint work has finished."""
 
 
 def world_size() -> int:
@@ -91,7 +91,7 @@ def share(message: Any = None) -> Any:
 
 @contextlib.contextmanager
 def leading() -> Iterator[None]:
-    """The main process runs a unit: its training, if any, tells the others to join."""
+    """The main process runs a unit: its joint work, if any, tells the others to join."""
     global _role
     _role = "lead"
     try:
@@ -102,31 +102,43 @@ def leading() -> Iterator[None]:
 
 @contextlib.contextmanager
 def following() -> Iterator[None]:
-    """Another process runs a unit the main process trains: up to the end of its training, nothing after."""
+    """Another process runs a unit the main process shares: up to the end of the joint work, nothing after."""
     global _role
     _role = "follow"
     try:
         yield
-    except TrainingDone:
+    except JointWorkDone:
         pass
     finally:
         _role = None
 
 
-def training_starts() -> None:
-    """Called by the training loop first: the main process calls the others in."""
+def joint_work_starts() -> None:
+    """Called first by work every process shares (the training loop, sharded decoding): the main process
+    calls the others in."""
     global _role
-    if _role == "trained":
-        raise SpeechLLMError("a unit of work trains twice; on several processes each unit may train once")
+    if _role == "joined":
+        raise SpeechLLMError("a unit of work is shared twice; on several processes a unit has one joint part")
     if _role == "lead":
-        share(TRAINING)
-        _role = "trained"
+        share(JOINT_WORK)
+        _role = "joined"
 
 
-def training_ends() -> None:
-    """Called by the training loop last: a following process's unit ends here."""
+def joint_work_ends() -> None:
+    """Called last by the joint work: a following process's unit ends here."""
     if _role == "follow":
-        raise TrainingDone
+        raise JointWorkDone
+
+
+def gather(value: Any) -> list[Any]:
+    """Every process's ``value``, in rank order, on every process; ``[value]`` when alone."""
+    if world_size() == 1:
+        return [value]
+    import torch.distributed
+
+    values: list[Any] = [None] * world_size()
+    torch.distributed.all_gather_object(values, value)
+    return values
 
 
 def _free_port() -> int:

@@ -407,7 +407,7 @@ def train(job: TrainJob, config: TrainConfig, track: Track) -> TrainReport:
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
-    distributed.training_starts()
+    distributed.joint_work_starts()
     seed_everything(config.seed)
     # a micro-batch may leave trainable parameters unused (text-only input never reaches the projector)
     accelerator = Accelerator(cpu=distributed.cpu_only(), mixed_precision=mixed_precision(job.precision),
@@ -458,5 +458,5 @@ def train(job: TrainJob, config: TrainConfig, track: Track) -> TrainReport:
                 _save(root, run, done, kept, rng)
             kept = done
     model.eval()
-    distributed.training_ends()
+    distributed.joint_work_ends()
     return TrainReport(config.steps, start, run.first_loss, run.last_loss, time.time() - started)

@@ -43,5 +43,27 @@ class Waves:
         return self._waves[index]
 
     def batches(self, batch_size: int) -> list[list[int]]:
-        order = sorted(range(len(self)), key=lambda i: self.seconds[i])
-        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        return length_batches(self.seconds, batch_size)
+
+
+class Subset:
+    """Some utterances of another source, by position: one process's shard of a split."""
+
+    def __init__(self, source: AudioSource, indices: Sequence[int]) -> None:
+        self._source, self._indices = source, list(indices)
+        self.seconds = [source.seconds[i] for i in self._indices]
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def load(self, index: int) -> torch.Tensor:
+        return self._source.load(self._indices[index])
+
+    def batches(self, batch_size: int) -> list[list[int]]:
+        return length_batches(self.seconds, batch_size)
+
+
+def length_batches(seconds: Sequence[float], batch_size: int) -> list[list[int]]:
+    """Indices shortest first, chunked: batches of similar length pad little."""
+    order = sorted(range(len(seconds)), key=seconds.__getitem__)
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]

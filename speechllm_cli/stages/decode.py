@@ -23,7 +23,14 @@ from speechllm_cli.stages.front_end import SpeechFrontEnd
 from speechllm_cli.stages.inputs import cuts_path, encoder_dir, load_cuts
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
 from speechllm_cli.stages.speech_llm_io import system_dir
-from speechllm_cli.stages.systems import CTC, build_system, file_utterances, split_utterances, system_kind
+from speechllm_cli.stages.systems import (
+    CTC,
+    build_system,
+    file_utterances,
+    split_utterances,
+    system_kind,
+    transcribe_shared,
+)
 
 if TYPE_CHECKING:
     from speechllm_cli.stages.systems import System, Utterances
@@ -57,10 +64,13 @@ def _check_systems(context: Context, config: DecodeConfig) -> None:
 
 
 def _timed(system: System, utterances: Utterances, description: str) -> tuple[list[str], float]:
-    """Hypotheses and decoding seconds; the encoder's share counts for systems that read its output."""
+    """Hypotheses and decoding seconds; the encoder's share counts for systems that read its output.
+
+    The front end runs (or its cache is read) before the work is shared, so that on several processes the
+    main one writes the cache and the others read it."""
     encode_seconds = sum(e.encode_s for e in utterances.encoded()) if system.reads_front_end else 0.0
     started = time.time()
-    hyps = system.transcribe(utterances, description)
+    hyps = transcribe_shared(system, utterances, description)
     return hyps, time.time() - started + encode_seconds
 
 

@@ -10,11 +10,11 @@ includes the audio files it points to, so re-recorded audio under the same names
 
 On several processes (``--num-processes``), one rule: the main process runs every unit exactly as a lone
 process would and alone writes (outputs, markers, logs, checkpoints, config.yaml); every other process
-walks the same units and, for each, waits for the main process's word. A unit that trains calls the others
-in when its training starts: they run the unit themselves from the top, reading what the main process
-prepared and left on disk, take part in the training, and stop where it ends (``common.distributed``). Then
-every process gets the unit's outcome once its marker is written, so all end with the same view of what
-is done. A unit that does not train is the main process's alone.
+walks the same units and, for each, waits for the main process's word. A unit with joint work (training,
+sharded decoding) calls the others in when that work starts: they run the unit themselves from the top,
+reading what the main process prepared and left on disk, take their part, and stop where it ends
+(``common.distributed``). Then every process gets the unit's outcome once its marker is written, so all end
+with the same view of what is done. A unit without joint work is the main process's alone.
 """
 
 from __future__ import annotations
@@ -188,10 +188,10 @@ def _run(context: Context, unit: Unit) -> Outcome:
 
 
 def _follow(unit: Unit) -> Outcome:
-    """A unit on a process other than the main one: its training, if the main process trains it, then the
+    """A unit on a process other than the main one: its joint work, if the main process shares any, then the
     main process's outcome."""
     message = distributed.share()
-    if message == distributed.TRAINING:
+    if message == distributed.JOINT_WORK:
         with distributed.following():
             unit.run()
         message = distributed.share()

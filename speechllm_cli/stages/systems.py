@@ -14,9 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from speechllm_cli.common import distributed
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.core.configs import GenerationConfig, WhisperASRConfig
-from speechllm_cli.data.audio_source import AudioSource
+from speechllm_cli.data.audio_source import AudioSource, Subset
 from speechllm_cli.data.sources import Track
 from speechllm_cli.stages.front_end import Encoded, SpeechFrontEnd
 from speechllm_cli.stages.runner import Context
@@ -40,6 +41,9 @@ class Utterances:
         if self._encoded is None:
             self._encoded = self._encode()
         return self._encoded
+
+    def subset(self, indices: Sequence[int]) -> Utterances:
+        return Utterances(Subset(self.audio, indices), lambda: [self.encoded()[i] for i in indices])
 
 
 def split_utterances(front: SpeechFrontEnd, split: str, ids: Sequence[str] | None = None) -> Utterances:
@@ -111,6 +115,23 @@ class PeerSystem:
 
     def transcribe(self, utterances: Utterances, description: str) -> list[str]:
         return self.asr.transcribe(utterances.audio, self.batch_size, self.track, description)
+
+
+def transcribe_shared(system: System, utterances: Utterances, description: str) -> list[str]:
+    """Every utterance's hypothesis, the work shared by every process (``--num-processes``): each decodes every
+    N-th utterance in length order, so shards cost alike, and all get the merged hypotheses in input order.
+
+    Decoding an utterance does not depend on its batch (left padding is masked, and greedy and beam search
+    are per row), so the merged result is one process's result."""
+    distributed.joint_work_starts()
+    order = sorted(range(len(utterances.audio)), key=utterances.audio.seconds.__getitem__)
+    mine = order[distributed.rank()::distributed.world_size()]
+    merged = [""] * len(order)
+    for indices, texts in distributed.gather((mine, system.transcribe(utterances.subset(mine), description))):
+        for index, text in zip(indices, texts, strict=True):
+            merged[index] = text
+    distributed.joint_work_ends()
+    return merged
 
 
 def speech_llm_system(context: Context, front: SpeechFrontEnd, name: str, generation: GenerationConfig,
