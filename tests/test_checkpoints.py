@@ -189,10 +189,10 @@ def test_front_states_are_cached_in_shards_and_read_back_per_batch(prepared: tup
     batches = _spy_training(monkeypatch, seen)
     train_encoder.run(_context(recipe, target))
 
-    # Tones of 0.4 s, 0.5 s, ... 1.1 s in caching batches of two; a shard closes past 1.5 s of audio.
+    # Tones of 1.1 s, 1.0 s, ... 0.4 s (longest first) in caching batches of two; a shard closes past 1.5 s.
     assert list(shards) == ["shard-00000", "shard-00001", "shard-00002"]
     assert [sorted(states) for states in shards.values()] == [
-        [f"state.{i}" for i in range(4)], ["state.4", "state.5"], ["state.6", "state.7"]]
+        ["state.6", "state.7"], ["state.4", "state.5"], [f"state.{i}" for i in range(4)]]
     assert sorted(loads_before_training) == list(range(len(TEXTS))), "caching reads each utterance once"
     assert len(loads) == len(loads_before_training), "training reads no audio"
     assert not cache.exists(), "the cache is deleted once training is done"
@@ -261,14 +261,15 @@ def test_killed_caching_and_training_resume_to_the_uninterrupted_weights(prepare
         _spy_loads(patch, kill_at=5)
         with pytest.raises(Killed):
             train_encoder.run(_context(recipe, killed))
-    assert sorted(path.name for path in cache.iterdir()) == ["shard-00000"], "four reads filled the first shard"
+    assert sorted(path.name for path in cache.iterdir()) == ["shard-00000", "shard-00001"], \
+        "four reads filled the first two shards"
 
     with monkeypatch.context() as patch:
         loads = _spy_loads(patch)
         _spy_training(patch, lambda job: None, kill_at=3)
         with pytest.raises(Killed):
             train_encoder.run(_context(recipe, killed))
-    assert sorted(loads) == [4, 5, 6, 7], "only the missing shards' audio is read"
+    assert sorted(loads) == [0, 1, 2, 3], "only the missing shard's audio is read"
     assert sorted(path.name for path in (killed / "encoder/checkpoint").iterdir()) == [
         "front_states", "step-1", "step-2"]
 

@@ -57,11 +57,11 @@ def test_ids_and_seconds_follow_the_manifest(split: Path) -> None:
     assert audio.seconds == pytest.approx([seconds for _, seconds, *_ in FILES])
 
 
-def test_batches_load_lhotses_samples_mixed_to_mono_shortest_first(split: Path) -> None:
+def test_batches_load_lhotses_samples_mixed_to_mono_longest_first(split: Path) -> None:
     cuts = load_cuts(split)
     audio = CutAudio(cuts)
     batches = audio.batches(2)
-    assert [[audio.ids[i] for i in batch] for batch in batches] == [["short", "stereo"], ["tie", "narrow"], ["long"]]
+    assert [[audio.ids[i] for i in batch] for batch in batches] == [["long", "narrow"], ["stereo", "tie"], ["short"]]
     for batch in batches:
         for index in batch:
             wave = audio.load(index)
@@ -76,7 +76,7 @@ def test_batches_load_lhotses_samples_mixed_to_mono_shortest_first(split: Path) 
 def test_max_seconds_splits_batches_of_long_utterances(split: Path) -> None:
     audio = CutAudio(load_cuts(split))
     assert [[audio.ids[i] for i in batch] for batch in audio.batches(8, max_seconds=1.6)] == [
-        ["short", "stereo", "tie"], ["narrow"], ["long"]]
+        ["long"], ["narrow", "stereo"], ["tie", "short"]]
     assert audio.batches(8, max_seconds=0.1) == audio.batches(1), "a longer utterance is a batch of its own"
 
 
@@ -101,11 +101,11 @@ def test_batches_cover_every_index_once_sorted_and_bounded(seconds: list[float],
     audio = _unread(seconds)
     batches = audio.batches(batch_size, max_seconds)
     flat = [index for batch in batches for index in batch]
-    assert flat == sorted(range(len(seconds)), key=lambda i: (seconds[i], i))
+    assert flat == sorted(range(len(seconds)), key=lambda i: (-seconds[i], i))
     assert all(1 <= len(batch) <= batch_size for batch in batches)
     if max_seconds is not None:
-        assert all(len(batch) == 1 or len(batch) * seconds[batch[-1]] <= max_seconds for batch in batches)
-    for before, after in itertools.pairwise(batches):
+        assert all(len(batch) == 1 or len(batch) * seconds[batch[0]] <= max_seconds for batch in batches)
+    for before, _ in itertools.pairwise(batches):
         room = len(before) < batch_size
-        fits = max_seconds is None or (len(before) + 1) * seconds[after[0]] <= max_seconds
+        fits = max_seconds is None or (len(before) + 1) * seconds[before[0]] <= max_seconds
         assert not (room and fits), "a batch closes only when full or when the next utterance would not fit"
