@@ -11,6 +11,8 @@ because models with absolute or length-dependent position encodings would decode
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -38,11 +40,26 @@ def _inserted(model: SpeechLLM, lengths: list[int], seed: int = 1) -> list[torch
         return [model.projector(torch.randn(n, UNITS, generator=generator)) for n in lengths]
 
 
+SETTINGS = {
+    "greedy": GenerationConfig(max_new_tokens=12, length_ratio=8.0),
+    "own bounds": GenerationConfig(max_new_tokens=40, length_ratio=1.0),
+    "no repeat 2-gram": GenerationConfig(max_new_tokens=20, length_ratio=8.0, no_repeat_ngram=2),
+    "repetition penalty": GenerationConfig(max_new_tokens=20, length_ratio=8.0, repetition_penalty=1.5),
+    "beam 3 with penalty": GenerationConfig(beam=3, max_new_tokens=12, length_ratio=8.0, repetition_penalty=1.3),
+}
+"""Row bounds that differ (``own bounds``: 1 token per input position + 4) end rows at different steps.
+``transformers``' own repetition penalty skipped as many generated tokens as a row had left padding,
+which the penalty settings catch."""
+
+LENGTHS = [3, 17, 1, 9, 30, 6, 12, 2]
+
+
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_batched_greedy_equals_one_at_a_time(attention: str) -> None:
+@pytest.mark.parametrize("setting", sorted(SETTINGS))
+def test_batched_decoding_equals_one_at_a_time(attention: str, setting: str) -> None:
     model = _model(attention)
-    inserted = _inserted(model, [3, 17, 1, 9, 30, 6])
-    config = GenerationConfig(max_new_tokens=12, length_ratio=8.0)
+    inserted = _inserted(model, LENGTHS)
+    config = SETTINGS[setting]
 
     alone = [model.generate([x], config)[0] for x in inserted]
     together = model.generate(inserted, config)
@@ -50,6 +67,47 @@ def test_batched_greedy_equals_one_at_a_time(attention: str) -> None:
     assert together == alone
     assert sum(len(h) for h in alone) > 4 * len(alone), "hypotheses too short to compare anything"
     assert len({tuple(h) for h in alone}) > 1, "all inputs decode alike: the test would not see a mix-up"
+
+
+def _transformers_greedy(model: SpeechLLM, inserted: list[torch.Tensor], config: GenerationConfig) -> list[list[int]]:
+    """What ``generate`` returned before it had its own greedy loop: ``transformers``' search over the whole
+    batch up to the largest bound, each row then cut at its bound and at the end-of-turn token."""
+    bounds = [min(config.max_new_tokens, math.ceil(config.length_ratio * x.shape[0]) + 4) for x in inserted]
+    with torch.no_grad():
+        output = model.llm.generate(**model.batch_inputs(inserted, left_pad=True), max_new_tokens=max(bounds),
+                                    do_sample=False, no_repeat_ngram_size=config.no_repeat_ngram,
+                                    eos_token_id=PROMPT.end_of_turn, pad_token_id=model.pad_id)
+    rows = [row[:bound] for row, bound in zip(output.tolist(), bounds, strict=True)]
+    return [row[: row.index(PROMPT.end_of_turn)] if PROMPT.end_of_turn in row else row for row in rows]
+
+
+@pytest.mark.parametrize("setting", ["greedy", "own bounds", "no repeat 2-gram"])
+def test_greedy_decodes_what_transformers_generate_does(setting: str) -> None:
+    model = _model("sdpa")
+    inserted = _inserted(model, LENGTHS)
+
+    assert model.generate(inserted, SETTINGS[setting]) == _transformers_greedy(model, inserted, SETTINGS[setting])
+
+
+def test_a_finished_row_leaves_the_batch() -> None:
+    """Every decoding step computes only the rows whose hypothesis is still running."""
+    model = _model("sdpa")
+    inserted = _inserted(model, LENGTHS)
+    config = SETTINGS["own bounds"]
+    rows: list[int] = []
+    hook = model.llm.register_forward_pre_hook(
+        lambda _module, _args, kwargs: rows.append(kwargs["input_ids"].shape[0])
+        if kwargs.get("input_ids") is not None else None, with_kwargs=True)
+    try:
+        hypotheses = model.generate(inserted, config)
+    finally:
+        hook.remove()
+
+    bounds = [min(config.max_new_tokens, math.ceil(config.length_ratio * n) + 4) for n in LENGTHS]
+    # tokens each row generated: its hypothesis, and the end-of-turn token unless its bound stopped it
+    ended = [len(h) + (len(h) < bound) for h, bound in zip(hypotheses, bounds, strict=True)]
+    assert rows == [sum(end > step for end in ended) for step in range(1, max(ended))]
+    assert rows[-1] < rows[0], "every row ran to the end: the test would not see a row leave"
 
 
 def test_every_row_counts_positions_from_its_first_real_position() -> None:
