@@ -13,14 +13,13 @@ import json
 import os
 import shutil
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from speechllm_cli.common import distributed
 from speechllm_cli.core.train_config import TrainConfig
 from speechllm_cli.core.training import TrainJob, load_verified, train, trainable_state
 from tests.conftest import run_cli
@@ -28,7 +27,7 @@ from tests.conftest import run_cli
 PROCESSES = 2
 
 
-def no_track(items, total, description):  # noqa: ANN001, ANN201
+def no_track(items: Iterable[int], total: int, description: str) -> Iterable[int]:
     return items
 
 
@@ -238,8 +237,8 @@ def _units(exp: Path, notes: Path, rank: int) -> list[Any]:
 
 
 def _run_twice(rank: int, exp: Path, notes: Path) -> None:
-    from speechllm_cli.stages.runner import Context, run_units
     from speechllm_cli.stages.recipe import RecipeConfig
+    from speechllm_cli.stages.runner import Context, run_units
 
     context = Context(RecipeConfig(name="two"), exp)
     for attempt in ("first", "second"):

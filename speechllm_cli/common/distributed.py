@@ -148,7 +148,8 @@ def _free_port() -> int:
 
 
 def _die_with_parent() -> None:
-    """A launcher killed outright must not leave trainers behind that go on writing (Linux only)."""
+    """A launcher killed outright must not leave trainers behind that go on writing (Linux only; the launcher
+    runs no threads, so a pre-exec hook is safe)."""
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
@@ -162,38 +163,42 @@ def launch(arguments: list[str], processes: int) -> int:
     """
     port = _free_port()
     threads = str(max(1, (os.cpu_count() or 1) // processes))
-    logs: list[IO[bytes] | None] = [None] + [tempfile.TemporaryFile() for _ in range(processes - 1)]
-    children = []
-    for number, log in enumerate(logs):
-        environment = {**os.environ, "RANK": str(number), "LOCAL_RANK": str(number), "WORLD_SIZE": str(processes),
-                       "LOCAL_WORLD_SIZE": str(processes), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-        environment.setdefault("OMP_NUM_THREADS", threads)
-        children.append(subprocess.Popen(
-            [sys.executable, "-m", "speechllm_cli", *arguments], env=environment,
-            stdout=None if log is None else subprocess.DEVNULL, stderr=log,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None))  # noqa: PLW1509 - no threads here
-    try:
-        failed = _first_failure(children)
-    except KeyboardInterrupt:
-        # the terminal interrupted every process; the main one says how to resume
+    with contextlib.ExitStack() as stack:
+        logs = [None] + [stack.enter_context(tempfile.TemporaryFile()) for _ in range(processes - 1)]
+        children = [_start(arguments, number, processes, port, threads, log) for number, log in enumerate(logs)]
+        try:
+            failed = _first_failure(children)
+        except KeyboardInterrupt:
+            # the terminal interrupted every process; the main one says how to resume
+            for child in children:
+                child.wait()
+            return 130
+        if failed is None:
+            return 0
+        stopped = [child.poll() is None for child in children]
         for child in children:
+            if child.poll() is None:
+                child.kill()
             child.wait()
-        return 130
-    if failed is None:
-        return 0
-    stopped = [child.poll() is None for child in children]
-    for child in children:
-        if child.poll() is None:
-            child.kill()
-        child.wait()
-    if not stopped[0] and children[0].returncode != 0:
-        failed = 0
-    log = logs[failed]
-    if log is not None:
-        log.seek(0)
-        sys.stderr.write(log.read().decode("utf-8", errors="replace"))
-    code = children[failed].returncode
-    return code if code > 0 else 128 - code
+        if not stopped[0] and children[0].returncode != 0:
+            failed = 0
+        log = logs[failed]
+        if log is not None:
+            log.seek(0)
+            sys.stderr.write(log.read().decode("utf-8", errors="replace"))
+        code = children[failed].returncode
+        return code if code > 0 else 128 - code
+
+
+def _start(arguments: list[str], number: int, processes: int, port: int, threads: str,
+           log: IO[bytes] | None) -> subprocess.Popen[bytes]:
+    environment = {**os.environ, "RANK": str(number), "LOCAL_RANK": str(number), "WORLD_SIZE": str(processes),
+                   "LOCAL_WORLD_SIZE": str(processes), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    environment.setdefault("OMP_NUM_THREADS", threads)
+    return subprocess.Popen(
+        [sys.executable, "-m", "speechllm_cli", *arguments], env=environment,
+        stdout=None if log is None else subprocess.DEVNULL, stderr=log,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None)  # noqa: PLW1509
 
 
 def _first_failure(children: list[subprocess.Popen[bytes]]) -> int | None:
