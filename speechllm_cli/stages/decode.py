@@ -63,15 +63,15 @@ def _check_systems(context: Context, config: DecodeConfig) -> None:
         raise SpeechLLMError(f"decode.systems: {unknown[0]!r} is neither 'ctc' nor an align system nor a peer")
 
 
-def _timed(system: System, utterances: Utterances, description: str) -> tuple[list[str], float]:
-    """Hypotheses and decoding seconds; the encoder's share counts for systems that read its output.
+def _timed(system: System, utterances: Utterances, description: str) -> tuple[list[str], float, float]:
+    """Hypotheses, the front end's seconds (for systems that read its output) and the system's own seconds.
 
     The front end runs (or its cache is read) before the work is shared, so that on several processes the
     main one writes the cache and the others read it."""
-    encode_seconds = sum(e.encode_s for e in utterances.encoded()) if system.reads_front_end else 0.0
+    front_seconds = sum(e.encode_s for e in utterances.encoded()) if system.reads_front_end else 0.0
     started = time.time()
     hyps = transcribe_shared(system, utterances, description)
-    return hyps, time.time() - started + encode_seconds
+    return hyps, front_seconds, time.time() - started
 
 
 def _decode(context: Context, config: DecodeConfig, front: SpeechFrontEnd, name: str, split: str) -> dict[str, Any]:
@@ -80,11 +80,13 @@ def _decode(context: Context, config: DecodeConfig, front: SpeechFrontEnd, name:
     refs = [cut.supervisions[0].text or "" for cut in cuts]
     system = build_system(context, config, front, name)
     utterances = split_utterances(front, split)
-    hyps, seconds = _timed(system, utterances, f"decoding {split} with {name}")
+    hyps, front_seconds, system_seconds = _timed(system, utterances, f"decoding {split} with {name}")
+    seconds = front_seconds + system_seconds
     audio = sum(utterances.audio.seconds)
     out = decode_dir(context, name, split)
     write_jsonl(out / "hyps.jsonl", ({"id": i, "ref": r, "hyp": h} for i, r, h in zip(ids, refs, hyps, strict=True)))
     summary = {"num_utts": len(ids), "audio_seconds": round(audio, 2), "decode_seconds": round(seconds, 2),
+               "front_end_seconds": round(front_seconds, 2), "system_seconds": round(system_seconds, 2),
                "rtf": round(seconds / max(audio, 1e-9), 4), "command": context.command}
     write_json(out / "summary.json", summary)
     return summary
