@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import torch
 
+from speechllm_cli.common import distributed
 from speechllm_cli.core.train_config import TrainConfig
 from speechllm_cli.core.training import TrainJob, load_verified, train, trainable_state
 from tests.conftest import run_cli
@@ -41,7 +42,10 @@ def _process(rank: int, port: int, work: Callable[..., None], args: tuple[Any, .
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(PROCESSES),
                        "LOCAL_WORLD_SIZE": str(PROCESSES), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(1)
-    work(rank, *args)
+    try:
+        work(rank, *args)
+    finally:
+        distributed.leave()  # what the command does at exit (multiprocessing's children skip atexit)
 
 
 def _on_two_processes(work: Callable[..., None], *args: Any) -> None:

@@ -16,6 +16,7 @@ Module level stays free of torch: the CLI imports this to launch without loading
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import os
@@ -73,9 +74,22 @@ def cpu_only() -> bool:
 
 def join() -> None:
     """Join the process group (once per process) with a wait long enough for a unit the main runs alone."""
+    import torch.distributed
     from accelerate import PartialState
 
+    if not torch.distributed.is_initialized():
+        atexit.register(leave)
     PartialState(cpu=cpu_only(), timeout=WAIT)
+
+
+def leave() -> None:
+    """Leave the process group before the interpreter exits: a process that exits inside it can abort in
+    the group's own threads ("terminate called without an active exception", SIGABRT), which turned a
+    finished run into a failed one now and then."""
+    import torch.distributed
+
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def share(message: Any = None) -> Any:
