@@ -265,3 +265,31 @@ def test_distiller_trains_through_the_shared_loop_and_lowers_the_kl(tmp_path: Pa
 
 def _no_track(items, total, description):  # noqa: ANN001, ANN201
     return items
+
+
+def test_real_smollm2_teacher_answers_as_the_original_llm_while_its_adapters_are_scrambled() -> None:
+    """The packaged SmolLM2-135M-Instruct (converted once into the machine's cache) with LoRA B drawn large: the
+    adapted model no longer answers, the teacher (same module, adapters off) still does."""
+    from speechllm_cli.core.configs import LLMConfig, LoraSettings
+    from speechllm_cli.core.llm import build_prompt, encode_text, end_of_turn_id, load_llm
+    from speechllm_cli.stages.speech_llm_io import llm_cache_dir
+
+    llm, tokenizer = load_llm(LLMConfig(lora=LoraSettings()), llm_cache_dir())
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, parameter in llm.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator))
+    template = build_prompt(tokenizer, "Answer the question.", None)
+    prompt = Prompt(template.prefix_ids, template.suffix_ids, end_of_turn_id(tokenizer))
+    model = SpeechLLM(llm, torch.nn.Linear(UNITS, llm.config.hidden_size), prompt, tokenizer.pad_token_id)
+    question = [encode_text(tokenizer, "What is the capital of France?")]
+    generation = GenerationConfig(max_new_tokens=12, length_ratio=4.0)
+
+    [answer] = teacher_responses(model, question, generation, batch_size=1)
+    with torch.no_grad():
+        [adapted] = model.generate(model.embed_texts(question), generation)
+
+    assert answer[-1] == prompt.end_of_turn
+    assert "Paris" in tokenizer.decode(answer)
+    assert "Paris" not in tokenizer.decode(adapted), "LoRA changed nothing: the test would not see it left on"
