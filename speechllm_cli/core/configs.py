@@ -133,3 +133,26 @@ class ModelConfig(StrictModel):
     """The interface's speech side: real encoder posteriors compressed to about one frame per label."""
     cps: CPSConfig = CPSConfig()
     """The interface's text side in TASU's form: posteriors simulated from a transcript."""
+
+
+KLDirection = Literal["forward", "reverse"]
+"""forward = KL(teacher || student), mass-covering (Ultravox, SALAD as METHODS reads it); reverse = KL(student ||
+teacher), mode-seeking."""
+
+
+class DistillConfig(StrictModel):
+    """Cross-modal distillation (SALAD): loss = kl_weight * KL + (1 - kl_weight) * NLL at the response positions.
+
+    Defaults follow METHODS.md §4: SALAD trains on the KL alone (a = 1); its direction and temperature are not
+    published, so forward KL at T = 1 is the default and both are options. Ultravox's KL option uses T = 2.
+    """
+
+    kl_weight: float = Field(1.0, ge=0.0, le=1.0)
+    """a: 1 is pure distillation, 0 plain cross-entropy on the responses (no teacher pass is run then)."""
+    direction: KLDirection = "forward"
+    temperature: PositiveFloat = 1.0
+    """Both distributions are softened by T and the KL is multiplied by T^2 (Hinton et al.), so its gradient
+    keeps about the same scale against the NLL whatever T; the NLL always uses T = 1."""
+    responses: Literal["target", "teacher"] = "target"
+    """The continuation both models are scored on: the dataset target, or the teacher's own greedy answer to
+    the transcript (made once, before training, by ``core.distill.teacher_responses``)."""
