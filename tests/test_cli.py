@@ -41,12 +41,6 @@ def test_help_imports_no_model_library(args: list[str]) -> None:
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_unbuilt_stages_are_not_offered(cli) -> None:
-    result = cli("distill", "--recipe", "tiny")
-    assert result.returncode == 2
-    assert "No such command 'distill'" in result.stderr
-
-
 def test_curriculum_finetune_before_its_inputs_exist_is_one_line(cli) -> None:
     result = cli("curriculum-finetune", "--recipe", "tiny", "--scheme", "text-only")
     assert result.returncode == 1

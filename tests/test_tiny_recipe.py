@@ -645,3 +645,66 @@ def test_two_processes_decode_what_one_process_decodes(tiny, tmp_path: Path) -> 
     again = _speechllm("decode", "--recipe", "tiny", "--exp-dir", copy, "--system", "tasu",
                        "--set", "decode.splits=[test_newvoice]", "--num-processes", "2")
     assert again.returncode == 0 and "up to date" in again.stdout, again.stderr
+
+
+def _distill(exp_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return _speechllm("distill", "--recipe", "tiny", "--exp-dir", exp_dir, "--system", "salad",
+                      "--set", "distill.train.steps=12", *args)
+
+
+def test_distill_resumes_after_sigkill_counts_transcripts_without_speech_and_decodes(tiny, tmp_path: Path) -> None:
+    """Issue 13: distillation from the tasu system on the train split's speech, with a transcript that has no
+    speech (counted), killed after two checkpoints: the resume ends at the uninterrupted weights; F and M are
+    measured before and after; the distilled system decodes like any other."""
+    from safetensors.torch import load_file
+
+    exp, _ = tiny
+    runs = {}
+    for name in ("reference", "killed"):
+        runs[name] = _copy_prepared(exp, tmp_path / name)
+        shutil.copytree(exp / "align/tasu", runs[name] / "align/tasu")
+        with (runs[name] / "text/train.jsonl").open("a") as handle:
+            handle.write(json.dumps({"id": "no-such-utterance", "text": "and god said", "target": "and god said",
+                                     "task": "asr", "lang": "en", "domain": "scripture"}) + "\n")
+    assert (result := _distill(runs["reference"])).returncode == 0, result.stderr
+    stats = json.loads((runs["reference"] / "distill/salad/.done").read_text())["stats"]
+    assert stats["skipped"] == {"no_speech": 1}
+    assert stats["items"] == 24 + 6, "24 utterances with speech and a text share of 0.2"
+    for side in ("before", "after"):
+        assert stats[side]["F"] >= 0 and stats[side]["M"] > 0
+    assert stats["after"]["M"] != stats["before"]["M"]
+
+    process = subprocess.Popen([str(SPEECHLLM), "distill", "--recipe", "tiny", "--exp-dir", str(runs["killed"]),
+                                "--system", "salad", "--set", "distill.train.steps=12"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = runs["killed"] / "distill/salad/checkpoint"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None and len(list(checkpoints.glob("step-*"))) < 2:
+        time.sleep(0.05)
+    assert process.poll() is None, "distill finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (result := _distill(runs["killed"])).returncode == 0, result.stderr
+    assert json.loads((runs["killed"] / "distill/salad/.done").read_text())["stats"]["resumed_from"] > 0
+    for part in ("projector/model.safetensors", "lora/adapter_model.safetensors"):
+        ours, theirs = (load_file(str(runs[name] / "distill/salad" / part)) for name in ("killed", "reference"))
+        assert ours.keys() == theirs.keys()
+        for key, tensor in ours.items():
+            assert (tensor - theirs[key]).abs().max() < 1e-5, key
+
+    decoded = _speechllm("decode", "--recipe", "tiny", "--exp-dir", runs["reference"], "--set",
+                         "decode.systems=[salad]", "--set", "decode.splits=[test_newvoice]")
+    assert decoded.returncode == 0, decoded.stderr
+    assert len((runs["reference"] / "decode/salad/test_newvoice/hyps.jsonl").read_text().splitlines()) == 6
+
+
+def test_distill_settings_that_cannot_work_are_one_line(tiny) -> None:
+    exp, _ = tiny
+    for setting, message in (
+            ("distill.systems.salad.init=nope", "distill.systems.salad.init: 'nope' is not an align system"),
+            ("distill.systems.salad.loss.direction=sideways", "distill.systems.salad.loss.direction"),
+            ("model.llm.lora=null", "distill.systems.salad.text_share: plain-text items need model.llm.lora")):
+        result = _speechllm("distill", "--recipe", "tiny", "--exp-dir", exp, "--system", "salad", "--set", setting)
+        assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert message in result.stderr, result.stderr
+    assert not (exp / "distill").exists()

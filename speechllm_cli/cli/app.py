@@ -332,6 +332,23 @@ def curriculum_finetune(
     _execute("curriculum-finetune", recipe, exp_dir, set_, force, values)
 
 
+@app.command("distill")
+def distill(
+    recipe: RecipeOpt = None,
+    exp_dir: ExpDirOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+    system: Annotated[list[str] | None, typer.Option(
+        "--system", help="Train only this system of distill.systems. Repeatable.")] = None,
+    num_processes: ProcessesOpt = 1,
+) -> None:
+    """Distil the original LLM reading transcripts into an align system reading speech (SALAD), and measure
+    forgetting F and misalignment M before and after. Without --system, every system of the recipe."""
+    _relaunch(num_processes)
+    values = {"distill.systems": _only(recipe, set_, "--system", "distill", "systems", system)} if system else {}
+    _execute("distill", recipe, exp_dir, set_, force, values)
+
+
 _register("score")
 
 PIPELINE = ["prepare-data", "prepare-text", "train-encoder", "calibrate", "align", "decode", "curriculum-finetune",
@@ -366,7 +383,8 @@ def import_model(
                                                 "folder with model.bin, config.json, tokenizer.json).")],
     target: Annotated[Path, typer.Argument(help="The Hugging Face folder to write (must not exist).")],
     kind: Annotated[str, typer.Option(
-        "--format", help="Format of SOURCE: ct2-whisper (CTranslate2 / faster-whisper Whisper models).")] = "ct2-whisper",
+        "--format",
+        help="Format of SOURCE: ct2-whisper (CTranslate2 / faster-whisper Whisper models).")] = "ct2-whisper",
 ) -> None:
     """Convert a checkpoint into a Hugging Face folder that from_pretrained (and every recipe) loads."""
     from speechllm_cli.stages.import_model import import_model as convert

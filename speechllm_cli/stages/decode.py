@@ -22,7 +22,7 @@ from speechllm_cli.data.audio_source import SAMPLE_RATE, Waves
 from speechllm_cli.stages.front_end import SpeechFrontEnd
 from speechllm_cli.stages.inputs import cuts_path, encoder_dir, load_cuts
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
-from speechllm_cli.stages.speech_llm_io import system_dir
+from speechllm_cli.stages.speech_llm_io import speech_llm_names, system_dir
 from speechllm_cli.stages.systems import (
     CTC,
     build_system,
@@ -57,10 +57,11 @@ def decode_dir(context: Context, system: str, split: str) -> Path:
 
 
 def _check_systems(context: Context, config: DecodeConfig) -> None:
-    known = set(context.config.align.systems) if context.config.align is not None else set()
+    known = set(speech_llm_names(context))
     unknown = [s for s in config.systems if s != CTC and s not in known and s not in config.peers]
     if unknown:
-        raise SpeechLLMError(f"decode.systems: {unknown[0]!r} is neither 'ctc' nor an align system nor a peer")
+        raise SpeechLLMError(f"decode.systems: {unknown[0]!r} is neither 'ctc' nor an align or distill system "
+                             "nor a peer")
 
 
 def _timed(system: System, utterances: Utterances, description: str) -> tuple[list[str], float, float]:

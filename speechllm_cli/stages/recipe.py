@@ -18,6 +18,7 @@ from speechllm_cli.stages.align import AlignConfig
 from speechllm_cli.stages.calibrate import CalibrateConfig
 from speechllm_cli.stages.curriculum.config import CurriculumConfig
 from speechllm_cli.stages.decode import DecodeConfig
+from speechllm_cli.stages.distill import DistillStageConfig
 from speechllm_cli.stages.prepare_data import PrepareDataConfig
 from speechllm_cli.stages.prepare_text import PrepareTextConfig
 from speechllm_cli.stages.train_encoder import TrainEncoderConfig
@@ -38,6 +39,7 @@ class RecipeConfig(StrictModel):
     align: AlignConfig | None = None
     decode: DecodeConfig | None = None
     curriculum_finetune: CurriculumConfig | None = None
+    distill: DistillStageConfig | None = None
 
 
 @dataclass(frozen=True)

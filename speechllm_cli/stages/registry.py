@@ -9,6 +9,7 @@ from speechllm_cli.stages import (
                                   calibrate,
                                   curriculum_finetune,
                                   decode,
+                                  distill,
                                   prepare_data,
                                   prepare_text,
                                   score,
@@ -23,6 +24,7 @@ STAGES: dict[str, Callable[[Context], StageResult]] = {
     "calibrate": calibrate.run,
     "align": align.run,
     "curriculum-finetune": curriculum_finetune.run,
+    "distill": distill.run,
     "decode": decode.run,
     "score": score.run,
 }

@@ -20,8 +20,17 @@ def llm_cache_dir() -> Path:
     return cache_root() / "llm"
 
 
+def speech_llm_names(context: Context) -> list[str]:
+    """Every speech LLM system of the recipe: align's, then distill's."""
+    align, distill = context.config.align, context.config.distill
+    return [*(align.systems if align is not None else []), *(distill.systems if distill is not None else [])]
+
+
 def system_dir(context: Context, system: str) -> Path:
-    return context.exp_dir / "align" / system
+    """Where a trained speech LLM lives: ``distill/<name>`` for a distilled system, else ``align/<name>``."""
+    distill = context.config.distill
+    stage = "distill" if distill is not None and system in distill.systems else "align"
+    return context.exp_dir / stage / system
 
 
 def build_speech_llm(config: ModelConfig, instruction: str, encoder: CTCEncoder) -> tuple[SpeechLLM, object]:
@@ -67,10 +76,11 @@ def load_weights(model: SpeechLLM, folder: Path, lora: bool) -> None:
 
 
 def load_trained(context: Context, encoder: CTCEncoder, system: str) -> tuple[SpeechLLM, object]:
-    """The trained system; only a finished ``align`` unit counts (a killed one has no marker)."""
+    """The trained system; only a finished ``align`` or ``distill`` unit counts (a killed one has no marker)."""
     folder = system_dir(context, system)
     if not (folder / MARKER).is_file():
-        raise SpeechLLMError(f"{folder}: align system {system!r} is not trained yet (run align first)")
+        stage = folder.parent.name
+        raise SpeechLLMError(f"{folder}: {stage} system {system!r} is not trained yet (run {stage} first)")
     model, tokenizer = build_speech_llm(context.config.model, context.section("align").instruction, encoder)
     load_weights(model, folder, context.config.model.llm.lora is not None)
     return model.eval(), tokenizer

@@ -21,6 +21,7 @@ from speechllm_cli.data.audio_source import AudioSource, Subset
 from speechllm_cli.data.sources import Track
 from speechllm_cli.stages.front_end import Encoded, SpeechFrontEnd
 from speechllm_cli.stages.runner import Context
+from speechllm_cli.stages.speech_llm_io import load_trained, speech_llm_names
 
 if TYPE_CHECKING:
     from speechllm_cli.core.speech_llm import SpeechLLM
@@ -137,8 +138,6 @@ def transcribe_shared(system: System, utterances: Utterances, description: str) 
 def speech_llm_system(context: Context, front: SpeechFrontEnd, name: str, generation: GenerationConfig,
                       batch_size: int) -> SpeechLLMSystem:
     """An align system as trained; only a finished ``align`` unit counts."""
-    from speechllm_cli.stages.speech_llm_io import load_trained
-
     model, tokenizer = load_trained(context, front.encoder, name)
     return SpeechLLMSystem(model, tokenizer, front.encoder.vocab_size, generation, batch_size, context.track)
 
@@ -155,8 +154,7 @@ _FACTORIES: dict[str, SystemFactory] = {
 
 def system_kind(context: Context, config: DecodeConfig, name: str) -> str:
     """Which kind of system ``name`` is; an unknown name is refused before any file or model is read."""
-    align = context.config.align
-    kinds = {CTC: "ctc"} | dict.fromkeys(align.systems if align is not None else [], "speech-llm")
+    kinds = {CTC: "ctc"} | dict.fromkeys(speech_llm_names(context), "speech-llm")
     kinds |= dict.fromkeys(config.peers, "peer")
     if name not in kinds:
         raise SpeechLLMError(f"--system {name}: not a system of recipe {context.config.name!r} "

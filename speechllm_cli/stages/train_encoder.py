@@ -20,8 +20,14 @@ from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import write_json
 from speechllm_cli.common.names import Name
 from speechllm_cli.core.train_config import TrainConfig
-from speechllm_cli.stages.inputs import (cuts_path, encoder_dir, encoder_name_path, load_cuts,
-                                         load_text_set, text_set_path)
+from speechllm_cli.stages.inputs import (
+    cuts_path,
+    encoder_dir,
+    encoder_name_path,
+    load_cuts,
+    load_text_set,
+    text_set_path,
+)
 from speechllm_cli.stages.runner import PARTIAL, Context, StageResult, Unit, run_units, status
 
 if TYPE_CHECKING:
@@ -121,7 +127,8 @@ def _ctc_loss(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
     uses no parameters, so every gradient comes through the call."""
     from speechllm_cli.core.encoders import CTCEncoder
 
-    output = model(batch["audio"], batch["lengths"], from_states=True) if batch["from_states"] else model(batch["audio"])
+    audio = batch["audio"]
+    output = model(audio, batch["lengths"], from_states=True) if batch["from_states"] else model(audio)
     return CTCEncoder.ctc_loss(output, batch["targets"], batch["target_lengths"])
 
 

@@ -1,0 +1,245 @@
+"""``distill``: cross-modal distillation (SALAD) from the original LLM into a trained speech LLM.
+
+A student starts from an ``align`` system. It reads the content of a text set as real speech of a split
+(``speech``) or as posteriors simulated the way its align system was trained (``simulated``: text-only
+distillation, which no paper has tried); the teacher, the same LLM with its adapters off, reads the
+transcript in the same prompt. Both are scored on the same responses (``core.distill``). Plain-text items
+(``text_share``) hold the LLM's text behaviour in place while LoRA trains.
+
+Every unit also measures the text-speech gap's two parts on a held-out split (``measure``), for the align
+system it started from and for the student after distillation: forgetting F (the adapted LLM against the
+original, both on text) and misalignment M (the adapted LLM on speech against the original on text).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, PositiveInt, model_validator
+
+from speechllm_cli.common.config import StrictModel
+from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.common.names import Name
+from speechllm_cli.core.configs import DistillConfig, GenerationConfig
+from speechllm_cli.core.train_config import TrainConfig
+from speechllm_cli.stages.inputs import cuts_path, encoder_dir, load_text_set, load_trained_encoder, text_set_path
+from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
+from speechllm_cli.stages.speech_llm_io import load_trained, save_trained, system_dir
+
+if TYPE_CHECKING:
+    from speechllm_cli.core.distill import Pair
+    from speechllm_cli.core.encoders import CTCEncoder
+    from speechllm_cli.core.speech_llm import SpeechLLM
+
+
+class DistillSystemConfig(StrictModel):
+    init: Name
+    """The align system the student starts from (its projector and LoRA)."""
+    input: Literal["speech", "simulated"]
+    """What the student reads: the LSD posteriors of ``split``'s speech, or posteriors simulated from the text
+    as ``init`` was trained (TASU's CPS, or the calibrated simulation)."""
+    text_sets: list[Name]
+    """The content: transcripts the teacher reads. ``speech``: exactly one, the split's own transcripts."""
+    split: Name | None = None
+    text_share: float = Field(0.0, ge=0.0, lt=1.0)
+    """Share of training items that are plain text (the transcript on both sides), against forgetting; needs
+    LoRA (a frozen LLM has nothing for them to train)."""
+    loss: DistillConfig = DistillConfig()
+
+    @model_validator(mode="after")
+    def _inputs_given(self) -> DistillSystemConfig:
+        if not self.text_sets:
+            raise ValueError("text_sets is empty")
+        if self.input == "speech" and (self.split is None or len(self.text_sets) != 1):
+            raise ValueError("speech input needs a split and exactly one text set (its transcripts)")
+        return self
+
+
+class MeasureConfig(StrictModel):
+    """The held-out speech on which F and M are measured (the dataset targets are the responses)."""
+
+    split: Name
+    text_set: Name
+    limit: PositiveInt = 64
+    """The first N utterances only: M needs a teacher and a student pass per utterance."""
+
+
+class DistillStageConfig(StrictModel):
+    systems: dict[Name, DistillSystemConfig]
+    measure: MeasureConfig | None = None
+    max_target_tokens: PositiveInt = 96
+    """Longer responses are left out of training (counted)."""
+    batch_size: PositiveInt = 8
+    """Teacher responses and the F/M passes."""
+    generation: GenerationConfig = GenerationConfig(max_new_tokens=64, length_ratio=4.0)
+    """How the teacher answers when ``loss.responses`` is ``teacher``."""
+    train: TrainConfig = TrainConfig(steps=200, batch_size=8, lr=5e-4, warmup_steps=20)
+
+
+def distill_dir(context: Context, name: str) -> Path:
+    return context.exp_dir / "distill" / name
+
+
+def _content(context: Context, system: DistillSystemConfig, encoder: CTCEncoder,
+             tokenizer: Any) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The text rows a student learns from (with their speech when it reads speech), and those left out."""
+    rows = [row for name in system.text_sets for row in load_text_set(context, name)]
+    skipped: dict[str, int] = {}
+    if system.input == "speech":
+        from speechllm_cli.stages.front_end import split_posteriors
+
+        assert system.split is not None
+        posteriors = split_posteriors(context, encoder, system.split, context.config.model.lsd)
+        kept = []
+        for row in rows:
+            entry = posteriors.get(row["id"])
+            if entry is None or entry.lsd.shape[0] == 0:
+                skipped["no_speech"] = skipped.get("no_speech", 0) + 1
+            else:
+                kept.append({**row, "lsd": entry.lsd})
+        rows = kept
+    else:
+        kept = [row for row in rows if encoder.text_to_ids(row["text"])]
+        if len(kept) < len(rows):
+            skipped["no_units"] = len(rows) - len(kept)
+        rows = kept
+    return rows, skipped
+
+
+def _pairs(rows: list[dict[str, Any]], system: DistillSystemConfig, responses: list[list[int]],
+           transcripts: list[list[int]], encoder: CTCEncoder, seed: int) -> list[Pair]:
+    from speechllm_cli.core.distill import Pair
+    from speechllm_cli.core.feeds import Example
+
+    pairs = []
+    for row, response, transcript in zip(rows, responses, transcripts, strict=True):
+        student = (Example("speech", row["lsd"], response) if system.input == "speech"
+                   else Example("cps", encoder.text_to_ids(row["text"]), response))
+        pairs.append(Pair(student, transcript))
+    texts = round(len(pairs) * system.text_share / (1 - system.text_share))
+    drawn = random.Random(seed).sample(range(len(pairs)), min(texts, len(pairs)))
+    pairs += [Pair(Example("text", transcripts[i], responses[i]), transcripts[i]) for i in drawn]
+    return pairs
+
+
+def _responses(model: SpeechLLM, rows: list[dict[str, Any]], transcripts: list[list[int]], tokenizer: Any,
+               config: DistillStageConfig, system: DistillSystemConfig) -> list[list[int]]:
+    from speechllm_cli.core.distill import teacher_responses
+    from speechllm_cli.core.llm import target_ids
+
+    if system.loss.responses == "teacher":
+        return teacher_responses(model, transcripts, config.generation, config.batch_size)
+    return [target_ids(tokenizer, row["target"]) for row in rows]
+
+
+def _gap(context: Context, config: DistillStageConfig, model: SpeechLLM, encoder: CTCEncoder,
+         tokenizer: Any) -> dict[str, float]:
+    """F and M of ``model`` on the held-out speech, per response token."""
+    from speechllm_cli.core.distill import Pair, forgetting, misalignment
+    from speechllm_cli.core.feeds import Example
+    from speechllm_cli.core.llm import encode_text, target_ids
+    from speechllm_cli.stages.front_end import split_posteriors
+
+    measure = config.measure
+    assert measure is not None
+    posteriors = split_posteriors(context, encoder, measure.split, context.config.model.lsd)
+    rows = [row for row in load_text_set(context, measure.text_set) if row["id"] in posteriors][:measure.limit]
+    if not rows:
+        raise SpeechLLMError(f"distill.measure: no utterance of split {measure.split!r} has a transcript in "
+                             f"text set {measure.text_set!r}")
+    transcripts = [encode_text(tokenizer, row["text"]) for row in rows]
+    responses = [target_ids(tokenizer, row["target"]) for row in rows]
+    pairs = [Pair(Example("speech", posteriors[row["id"]].lsd, response), transcript)
+             for row, response, transcript in zip(rows, responses, transcripts, strict=True)]
+    model.eval()
+    return {"F": round(forgetting(model, transcripts, responses, config.batch_size), 5),
+            "M": round(misalignment(model, pairs, config.batch_size), 5)}
+
+
+def _distill_system(context: Context, config: DistillStageConfig, name: str) -> dict[str, Any]:
+    from speechllm_cli.core import distill
+    from speechllm_cli.core.llm import encode_text
+    from speechllm_cli.core.training import TrainJob, seed_everything, train
+    from speechllm_cli.stages.align import simulation
+
+    system = config.systems[name]
+    align = context.section("align")
+    encoder = load_trained_encoder(context)
+    seed_everything(config.train.seed)
+    model, tokenizer = load_trained(context, encoder, system.init)
+    before = _gap(context, config, model, encoder, tokenizer) if config.measure else {}
+    rows, skipped = _content(context, system, encoder, tokenizer)
+    transcripts = [encode_text(tokenizer, row["text"]) for row in rows]
+    responses = _responses(model, rows, transcripts, tokenizer, config, system)
+    fits = [i for i, response in enumerate(responses) if len(response) <= config.max_target_tokens]
+    if len(fits) < len(rows):
+        skipped["too_long"] = len(rows) - len(fits)
+    rows, transcripts, responses = ([seq[i] for i in fits] for seq in (rows, transcripts, responses))
+    pairs = _pairs(rows, system, responses, transcripts, encoder, config.train.seed)
+    if not pairs:
+        raise SpeechLLMError(f"distill.systems.{name}: no usable training items ({skipped or 'no text'})")
+    folder = distill_dir(context, name)
+    simulate = simulation(context, align, align.systems[system.init], encoder.vocab_size)
+    model.train()
+    job = TrainJob(distill.Distiller(model, system.loss), pairs, [len(p) for p in pairs],
+                   distill.pair_collate(simulate), distill.loss, folder, align.precision)
+    report = train(job, config.train, context.track)
+    save_trained(model, folder, encoder.vocab_size, context.config.model)
+    after = _gap(context, config, model, encoder, tokenizer) if config.measure else {}
+    return {"init": system.init, "input": system.input, "items": len(pairs), "skipped": skipped,
+            "steps": report.steps, "resumed_from": report.resumed_from, "first_loss": report.first_loss,
+            "last_loss": report.last_loss,
+            "seconds": round(report.seconds, 1), "before": before, "after": after}
+
+
+def _inputs(context: Context, config: DistillStageConfig, system: DistillSystemConfig) -> list[Path]:
+    paths = [text_set_path(context, name) for name in system.text_sets]
+    paths += [encoder_dir(context), system_dir(context, system.init)]
+    if system.split is not None:
+        paths.append(cuts_path(context, system.split))
+    if config.measure is not None:
+        paths += [cuts_path(context, config.measure.split), text_set_path(context, config.measure.text_set)]
+    return paths
+
+
+def _check(context: Context, config: DistillStageConfig) -> None:
+    align = context.config.align
+    known = align.systems if align is not None else {}
+    for name, system in config.systems.items():
+        if system.init not in known:
+            raise SpeechLLMError(f"distill.systems.{name}.init: {system.init!r} is not an align system")
+        if name in known:
+            raise SpeechLLMError(f"distill.systems.{name}: the name is an align system's; decode could not tell "
+                                 "them apart")
+        if system.text_share > 0 and context.config.model.llm.lora is None:
+            raise SpeechLLMError(f"distill.systems.{name}.text_share: plain-text items need model.llm.lora "
+                                 "(a frozen LLM has nothing for them to train)")
+
+
+def _figure(stats: dict[str, Any], side: str, key: str) -> str:
+    value = stats[side].get(key)
+    return "-" if value is None else f"{value:.4f}"
+
+
+def run(context: Context) -> StageResult:
+    config: DistillStageConfig = context.section("distill")
+    _check(context, config)
+    align = context.section("align")
+    shared = {**config.model_dump(mode="json", exclude={"systems"}), "model": context.config.model.model_dump(
+        mode="json"), "instruction": align.instruction, "calibrated": align.calibrated.model_dump(mode="json"),
+        "precision": align.precision}
+    units = [Unit(f"distill/{name}", distill_dir(context, name),
+                  {**shared, "system": system.model_dump(mode="json"),
+                   "init": align.systems[system.init].model_dump(mode="json")},
+                  _inputs(context, config, system), lambda name=name: _distill_system(context, config, name))
+             for name, system in config.systems.items()]
+    outcomes = run_units(context, units)
+    rows = [[o.unit.name, o.stats["init"], o.stats["input"], str(o.stats["items"]),
+             f"{o.stats['first_loss']:.3f} -> {o.stats['last_loss']:.3f}",
+             f"{_figure(o.stats, 'before', 'F')} -> {_figure(o.stats, 'after', 'F')}",
+             f"{_figure(o.stats, 'before', 'M')} -> {_figure(o.stats, 'after', 'M')}", status(o)] for o in outcomes]
+    summary = f"distill: {len(outcomes)} systems -> {context.exp_dir / 'distill'}"
+    return StageResult(summary, ["system", "from", "input", "items", "loss", "F (init -> distilled)",
+                                 "M (init -> distilled)", "status"], rows)
