@@ -76,8 +76,13 @@ def tiny_wav2vec2(folder: Path, vocab: dict[str, int], layer_norm: bool = True,
     layer so that a random model's argmax varies instead of sitting on one class.
     """
     import torch
-    from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
-                              Wav2Vec2Processor)
+    from transformers import (
+        Wav2Vec2Config,
+        Wav2Vec2CTCTokenizer,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2ForCTC,
+        Wav2Vec2Processor,
+    )
 
     folder.mkdir(parents=True)
     (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")

@@ -47,7 +47,8 @@ def test_curriculum_finetune_before_its_inputs_exist_is_one_line(cli) -> None:
     assert result.stderr.strip() == (
         "error: exp/tiny/text/slu_train.jsonl: text set 'slu_train' does not exist (run prepare-text first)")
     unknown = cli("curriculum-finetune", "--recipe", "tiny", "--track", "fr")
-    assert unknown.returncode == 1 and "--track fr: not in curriculum_finetune.tracks (known: en, en-de)" in unknown.stderr
+    assert unknown.returncode == 1
+    assert "--track fr: not in curriculum_finetune.tracks (known: en, en-de)" in unknown.stderr
     scheme = cli("curriculum-finetune", "--recipe", "tiny", "--scheme", "warmup")
     assert scheme.returncode == 1 and "schemes: 'warmup' is neither a preset" in scheme.stderr
 

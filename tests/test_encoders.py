@@ -12,8 +12,15 @@ import torch
 
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.core.encoders import (
-    BLANK_ID, ENCODERS, ConformerCTC, ConformerCTCConfig, HFCTCEncoder, build_encoder, greedy_ids,
-    load_encoder)
+    BLANK_ID,
+    ENCODERS,
+    ConformerCTC,
+    ConformerCTCConfig,
+    HFCTCEncoder,
+    build_encoder,
+    greedy_ids,
+    load_encoder,
+)
 from speechllm_cli.core.features import SpecAugment, SpecAugmentConfig, fbank, normalize, pad_waveforms
 from speechllm_cli.data.tokenizer import TokenizerConfig, train_tokenizer
 from tests.conftest import tiny_wav2vec2

@@ -161,7 +161,8 @@ def test_hypotheses_for_every_system_and_test_utterance(librispeech) -> None:
     exp = work / "exp/librispeech"
     for system in SYSTEMS:
         for split in ("test_clean", "test_other"):
-            rows = [json.loads(line) for line in (exp / "decode" / system / split / "hyps.jsonl").read_text().splitlines()]
+            hyps = exp / "decode" / system / split / "hyps.jsonl"
+            rows = [json.loads(line) for line in hyps.read_text().splitlines()]
             expected = {i: text for i, text in transcripts[split].items() if i != LONG}
             assert {row["id"]: row["ref"] for row in rows} == expected, (system, split)
             assert len(rows) == len(expected) and all(isinstance(row["hyp"], str) for row in rows)

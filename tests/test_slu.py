@@ -92,7 +92,8 @@ def test_curriculum_config_errors_name_the_key() -> None:
     with pytest.raises(SpeechLLMError, match="schemes: 'warmup' is neither a preset"):
         validate(CurriculumConfig, {**base, "schemes": ["warmup"]}, "config.yaml")
     with pytest.raises(SpeechLLMError, match="tracks.en.tset: unknown key"):
-        validate(CurriculumConfig, {"tracks": {"en": {"text": "a", "speech": "a", "test": "b", "tset": "b"}}}, "config.yaml")
+        validate(CurriculumConfig, {"tracks": {"en": {"text": "a", "speech": "a", "test": "b", "tset": "b"}}},
+                 "config.yaml")
     with pytest.raises(SpeechLLMError, match="llm: unknown key"):
         validate(CurriculumConfig, {**base, "llm": {"model": "x"}}, "config.yaml")
     custom = validate(CurriculumConfig, {**base, "schemes": ["mine"],

@@ -98,7 +98,8 @@ class SpeechLLM(torch.nn.Module):
 
     @torch.no_grad()
     def generate(self, inserted: Sequence[torch.Tensor], config: GenerationConfig) -> list[list[int]]:
-        """Batched greedy or beam search, each hypothesis stopped at the end-of-turn token or at its own length bound."""
+        """Batched greedy or beam search, each hypothesis stopped at the end-of-turn token or at its own length
+        bound."""
         inputs = self.batch_inputs(inserted, left_pad=True)
         bounds = [min(config.max_new_tokens, math.ceil(config.length_ratio * x.shape[0]) + 4) for x in inserted]
         if config.beam == 1:

@@ -160,8 +160,13 @@ def _token_id(tokenizer: dict, content: str) -> int:
 
 def import_ct2_whisper(source: Path, target: Path) -> Path:
     """Write ``source`` (a CTranslate2 Whisper folder) as a Hugging Face Whisper folder at ``target``."""
-    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, \
-        WhisperProcessor, WhisperTokenizerFast
+    from transformers import (
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizerFast,
+    )
 
     for needed in ("model.bin", "config.json", "tokenizer.json"):
         if not (source / needed).is_file():
@@ -177,7 +182,8 @@ def import_ct2_whisper(source: Path, target: Path) -> Path:
     config = WhisperConfig(
         vocab_size=int(vocab), num_mel_bins=int(variables["encoder/conv1/weight"].shape[1]), d_model=int(d_model),
         encoder_layers=encoder_layers, decoder_layers=decoder_layers,
-        encoder_attention_heads=int(variables["encoder/num_heads"]), decoder_attention_heads=int(variables["decoder/num_heads"]),
+        encoder_attention_heads=int(variables["encoder/num_heads"]),
+        decoder_attention_heads=int(variables["decoder/num_heads"]),
         encoder_ffn_dim=int(variables["encoder/layer_0/ffn/linear_0/weight"].shape[0]),
         decoder_ffn_dim=int(variables["decoder/layer_0/ffn/linear_0/weight"].shape[0]),
         max_source_positions=int(variables["encoder/position_encodings/encodings"].shape[0]),

@@ -36,7 +36,8 @@ class LibriSpeechSource:
     def __init__(self, config: LibriSpeechConfig, data_dir: Path) -> None:
         unknown = [p for p in config.parts if p not in PARTS]
         if unknown:
-            raise SpeechLLMError(f"prepare_data.librispeech.parts: unknown part {unknown[0]!r} (known: {', '.join(PARTS)})")
+            raise SpeechLLMError(f"prepare_data.librispeech.parts: unknown part {unknown[0]!r} "
+                                 f"(known: {', '.join(PARTS)})")
         self.config = config
         self.root = self._locate()
 
