@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from peft import PeftModel
 
+from speechllm_cli.common.batching import length_batches
 from speechllm_cli.core.configs import DistillConfig, GenerationConfig, KLDirection
 from speechllm_cli.core.feeds import Batch, Example, Simulate, collate_fn, embed
 from speechllm_cli.core.speech_llm import IGNORE, SpeechLLM
@@ -159,19 +160,13 @@ def loss(model: torch.nn.Module, batch: PairBatch) -> torch.Tensor:
     return model(batch)
 
 
-def _length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices in batches of similar length, so that little padding is computed."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-
 def teacher_responses(model: SpeechLLM, transcripts: Sequence[Sequence[int]], generation: GenerationConfig,
                       batch_size: int) -> list[list[int]]:
     """The original LLM's own answer to each transcript in the student's prompt (``SpeechLLM.generate``, adapters
     off), closed by the end-of-turn token like a dataset target; a student then learns what its LLM would say."""
     responses: list[list[int]] = [[] for _ in transcripts]
     with torch.no_grad(), adapters_off(model.llm):
-        for indices in _length_batches([len(t) for t in transcripts], batch_size):
+        for indices in length_batches([len(t) for t in transcripts], batch_size):
             inserted = model.embed_texts([transcripts[i] for i in indices])
             for index, ids in zip(indices, model.generate(inserted, generation), strict=True):
                 responses[index] = [*ids, model.prompt.end_of_turn]
@@ -193,7 +188,7 @@ def misalignment(model: SpeechLLM, pairs: Sequence[Pair], batch_size: int,
     """
     collate = pair_collate(simulate)
     total, count = 0.0, 0
-    for indices in _length_batches([len(p) for p in pairs], batch_size):
+    for indices in length_batches([len(p) for p in pairs], batch_size):
         batch = collate([pairs[i] for i in indices], torch.Generator().manual_seed(0), 1.0)
         student = response_logits(model, embed(model, batch.student), batch.responses)
         teacher = teacher_logits(model, batch.transcripts, batch.responses)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import torch
 
+from speechllm_cli.common.batching import length_batches
 from speechllm_cli.core.configs import CPSConfig, GenerationConfig
 from speechllm_cli.core.posteriors import simulate_posteriors
 from speechllm_cli.core.speech_llm import SpeechLLM
@@ -95,8 +96,7 @@ def generate_texts(model: SpeechLLM, tokenizer: Any, examples: Sequence[Example]
 
     CPS inputs are drawn from a fixed generator, so decoding simulated input is reproducible."""
     collate = collate_fn(tasu_cps(vocab_size, CPSConfig()))
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = length_batches([len(e) for e in examples], batch_size)
     texts = [""] * len(examples)
     with torch.no_grad():
         for indices in track(batches, len(batches), description):

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from speechllm_cli.common.batching import length_batches
+
 if TYPE_CHECKING:
     import torch
 
@@ -62,8 +64,3 @@ class Subset:
     def batches(self, batch_size: int) -> list[list[int]]:
         return length_batches(self.seconds, batch_size)
 
-
-def length_batches(seconds: Sequence[float], batch_size: int) -> list[list[int]]:
-    """Indices shortest first, chunked: batches of similar length pad little."""
-    order = sorted(range(len(seconds)), key=seconds.__getitem__)
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
