@@ -14,6 +14,7 @@ original, both on text) and misalignment M (the adapted LLM on speech against th
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -82,8 +83,8 @@ def distill_dir(context: Context, name: str) -> Path:
     return context.exp_dir / "distill" / name
 
 
-def _content(context: Context, system: DistillSystemConfig, encoder: CTCEncoder,
-             tokenizer: Any) -> tuple[list[dict[str, Any]], dict[str, int]]:
+def _content(context: Context, system: DistillSystemConfig,
+             encoder: CTCEncoder) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """The text rows a student learns from (with their speech when it reads speech), and those left out."""
     rows = [row for name in system.text_sets for row in load_text_set(context, name)]
     skipped: dict[str, int] = {}
@@ -134,16 +135,21 @@ def _responses(model: SpeechLLM, rows: list[dict[str, Any]], transcripts: list[l
     return [target_ids(tokenizer, row["target"]) for row in rows]
 
 
-def _gap(context: Context, config: DistillStageConfig, model: SpeechLLM, encoder: CTCEncoder,
-         tokenizer: Any) -> dict[str, float]:
-    """F and M of ``model`` on the held-out speech, per response token."""
-    from speechllm_cli.core.distill import Pair, forgetting, misalignment
+@dataclass(frozen=True)
+class HeldOut:
+    """The held-out speech F and M are measured on, read once for the before and after measurements."""
+
+    pairs: list[Pair]
+    transcripts: list[list[int]]
+    responses: list[list[int]]
+
+
+def _held_out(context: Context, measure: MeasureConfig, encoder: CTCEncoder, tokenizer: Any) -> HeldOut:
+    from speechllm_cli.core.distill import Pair
     from speechllm_cli.core.feeds import Example
     from speechllm_cli.core.llm import encode_text, target_ids
     from speechllm_cli.stages.front_end import split_posteriors
 
-    measure = config.measure
-    assert measure is not None
     posteriors = split_posteriors(context, encoder, measure.split, context.config.model.lsd)
     rows = [row for row in load_text_set(context, measure.text_set) if row["id"] in posteriors][:measure.limit]
     if not rows:
@@ -153,9 +159,18 @@ def _gap(context: Context, config: DistillStageConfig, model: SpeechLLM, encoder
     responses = [target_ids(tokenizer, row["target"]) for row in rows]
     pairs = [Pair(Example("speech", posteriors[row["id"]].lsd, response), transcript)
              for row, response, transcript in zip(rows, responses, transcripts, strict=True)]
+    return HeldOut(pairs, transcripts, responses)
+
+
+def _gap(model: SpeechLLM, held_out: HeldOut | None, batch_size: int) -> dict[str, float]:
+    """F and M of ``model`` on the held-out speech, per response token (nothing without a held-out set)."""
+    from speechllm_cli.core.distill import forgetting, misalignment
+
+    if held_out is None:
+        return {}
     model.eval()
-    return {"F": round(forgetting(model, transcripts, responses, config.batch_size), 5),
-            "M": round(misalignment(model, pairs, config.batch_size), 5)}
+    return {"F": round(forgetting(model, held_out.transcripts, held_out.responses, batch_size), 5),
+            "M": round(misalignment(model, held_out.pairs, batch_size), 5)}
 
 
 def _distill_system(context: Context, config: DistillStageConfig, name: str) -> dict[str, Any]:
@@ -169,8 +184,9 @@ def _distill_system(context: Context, config: DistillStageConfig, name: str) -> 
     encoder = load_trained_encoder(context)
     seed_everything(config.train.seed)
     model, tokenizer = load_trained(context, encoder, system.init)
-    before = _gap(context, config, model, encoder, tokenizer) if config.measure else {}
-    rows, skipped = _content(context, system, encoder, tokenizer)
+    held_out = _held_out(context, config.measure, encoder, tokenizer) if config.measure else None
+    before = _gap(model, held_out, config.batch_size)
+    rows, skipped = _content(context, system, encoder)
     transcripts = [encode_text(tokenizer, row["text"]) for row in rows]
     responses = _responses(model, rows, transcripts, tokenizer, config, system)
     fits = [i for i, response in enumerate(responses) if len(response) <= config.max_target_tokens]
@@ -187,7 +203,7 @@ def _distill_system(context: Context, config: DistillStageConfig, name: str) -> 
                    distill.pair_collate(simulate), distill.loss, folder, align.precision)
     report = train(job, config.train, context.track)
     save_trained(model, folder, encoder.vocab_size, context.config.model)
-    after = _gap(context, config, model, encoder, tokenizer) if config.measure else {}
+    after = _gap(model, held_out, config.batch_size)
     return {"init": system.init, "input": system.input, "items": len(pairs), "skipped": skipped,
             "steps": report.steps, "resumed_from": report.resumed_from, "first_loss": report.first_loss,
             "last_loss": report.last_loss,
