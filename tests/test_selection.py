@@ -149,6 +149,9 @@ def test_config_is_strict_and_the_module_imports_no_model_library() -> None:
         validate(SelectionConfig, {"gamma": -1}, "distill.selection")
     with pytest.raises(SpeechLLMError, match="distill: sellection: unknown key"):
         validate(SelectionConfig, {"selection": "active", "sellection": "random"}, "distill")
+    with pytest.raises(SpeechLLMError, match=r"budget 64 leaves nothing to select after the probes .* = 64 utt"):
+        validate(SelectionConfig, {"budget": 64, "clusters": 16, "probe_per_cluster": 4}, "distill.selection")
+    assert validate(SelectionConfig, {"selection": "random", "budget": 64, "clusters": 16}, "x").budget == 64
     probe = ("import sys, speechllm_cli.data.selection; "
              "print(sorted(m for m in ('torch', 'transformers', 'sklearn') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,

@@ -698,13 +698,69 @@ def test_distill_resumes_after_sigkill_counts_transcripts_without_speech_and_dec
     assert len((runs["reference"] / "decode/salad/test_newvoice/hyps.jsonl").read_text().splitlines()) == 6
 
 
+def test_stage_two_speaks_the_budget_chosen_by_misalignment_or_at_random_and_counts_empty_clusters(
+        tiny, tmp_path: Path) -> None:
+    """Issue 13, SALAD's stage II: salad_active and salad_random continue the text-only salad_text on 10
+    utterances they synthesize; active probes each of its 4 clusters (M per cluster) and draws the other 6."""
+    exp, _ = tiny
+    work = _copy_aligned(exp, tmp_path / "exp")
+    systems = ("salad_text", "salad_active", "salad_random")
+    result = _speechllm("distill", "--recipe", "tiny", "--exp-dir", work,
+                        *(arg for name in systems for arg in ("--system", name)))
+    assert result.returncode == 0, result.stderr
+    stats = {name: json.loads((work / "distill" / name / ".done").read_text())["stats"] for name in systems}
+    for name in ("salad_active", "salad_random"):
+        assert stats[name]["init"] == "salad_text" and stats[name]["input"] == "tts"
+        assert stats[name]["before"] == stats["salad_text"]["after"], "stage II starts where stage I ended"
+        assert stats[name]["selection"]["spoken"] == 10
+        assert len(list((work / "distill" / name / "tts").glob("pool*.flac"))) == 10
+        assert stats[name]["items"] == 10 - stats[name]["skipped"].get("no_speech", 0) >= 8
+    clusters = stats["salad_active"]["selection"]["clusters"]
+    assert len(clusters) == 4 and sum(c["texts"] for c in clusters) == 100, "the pool: 60 + 40 sentences"
+    assert [c["probe"] for c in clusters] == [1, 1, 1, 1] and sum(c["drawn"] for c in clusters) == 6
+    assert all(c["M"] > 0 for c in clusters)
+    finished = {name: (work / "distill" / name / ".done").stat().st_mtime_ns for name in systems}
+    again = _speechllm("distill", "--recipe", "tiny", "--exp-dir", work, "--system", "salad_active")
+    assert again.returncode == 0, again.stderr
+    assert {name: (work / "distill" / name / ".done").stat().st_mtime_ns for name in systems} == finished
+    decoded = _speechllm("decode", "--recipe", "tiny", "--exp-dir", work, "--set", "decode.systems=[salad_active]",
+                         "--set", "decode.splits=[test_newvoice]")
+    assert decoded.returncode == 0, decoded.stderr
+    assert (scored := _speechllm("score", "--recipe", "tiny", "--exp-dir", work)).returncode == 0, scored.stderr
+    results = (work / "RESULTS.md").read_text()
+    for row in ("| tasu | align | - |", "| salad_text | tasu + simulated | - |",
+                "| salad_active | salad_text + tts, active 10 utt | ",
+                "| salad_random | salad_text + tts, random 10 utt | -"):
+        assert row in results
+    assert "undefined over 1 decoded systems" in results and (work / "plots/accuracy_vs_log_m.png").is_file()
+
+    # A pool of six texts, two of them distinct, leaves two of the four clusters empty: counted, and the
+    # budget is spent only as far as the pool goes (2 probes + the 4 texts left).
+    texts = [json.loads(line) for line in (work / "text/commands_text.jsonl").read_text().splitlines()[:6]]
+    with (work / "text/commands_text.jsonl").open("w") as handle:
+        for number, row in enumerate(texts):
+            handle.write(json.dumps({**row, "text": texts[number % 2]["text"], "target": texts[number % 2]["text"]})
+                         + "\n")
+    result = _speechllm("distill", "--recipe", "tiny", "--exp-dir", work, "--system", "salad_active",
+                        "--set", "distill.systems.salad_active.text_sets=[commands_text]")
+    assert result.returncode == 0, result.stderr
+    done = json.loads((work / "distill/salad_active/.done").read_text())["stats"]
+    assert done["skipped"]["empty_cluster"] == 2
+    assert done["selection"]["spoken"] == 6 and [c["texts"] for c in done["selection"]["clusters"]].count(0) == 2
+
+
 def test_distill_settings_that_cannot_work_are_one_line(tiny) -> None:
     exp, _ = tiny
     for setting, message in (
-            ("distill.systems.salad.init=nope", "distill.systems.salad.init: 'nope' is not an align system"),
+            ("distill.systems.salad.init=nope",
+             "distill.systems.salad.init: 'nope' is neither an align system nor a distill system listed before it"),
             ("distill.systems.salad.loss.direction=sideways", "distill.systems.salad.loss.direction"),
             ("model.llm.lora=null", "distill.systems.salad.text_share: plain-text items need model.llm.lora")):
         result = _speechllm("distill", "--recipe", "tiny", "--exp-dir", exp, "--system", "salad", "--set", setting)
         assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert message in result.stderr, result.stderr
     assert not (exp / "distill").exists()
+    result = _speechllm("distill", "--recipe", "tiny", "--exp-dir", exp, "--system", "salad_active",
+                        "--set", "distill.systems.salad_active.selection.budget=4")
+    assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "selection: budget 4 leaves nothing to select after the probes" in result.stderr

@@ -339,14 +339,34 @@ def distill(
     set_: SetOpt = None,
     force: ForceOpt = False,
     system: Annotated[list[str] | None, typer.Option(
-        "--system", help="Train only this system of distill.systems. Repeatable.")] = None,
+        "--system", help="Train only this system of distill.systems, and the distill systems it continues when "
+                         "they are not trained yet. Repeatable.")] = None,
     num_processes: ProcessesOpt = 1,
 ) -> None:
     """Distil the original LLM reading transcripts into an align system reading speech (SALAD), and measure
     forgetting F and misalignment M before and after. Without --system, every system of the recipe."""
     _relaunch(num_processes)
-    values = {"distill.systems": _only(recipe, set_, "--system", "distill", "systems", system)} if system else {}
+    values = {"distill.systems": _only(recipe, set_, "--system", "distill", "systems",
+                                       _continued(recipe, set_, system))} if system else {}
     _execute("distill", recipe, exp_dir, set_, force, values)
+
+
+def _continued(recipe: str | None, sets: list[str] | None, names: list[str]) -> list[str]:
+    """``names`` and every distill system they continue (``init``), in the recipe's order."""
+
+    def chains() -> list[str]:
+        from speechllm_cli.stages.recipe import load_recipe
+
+        config = load_recipe(recipe, sets or [], {}).config.distill
+        systems = config.systems if config is not None else {}
+        wanted, todo = set(), list(names)
+        while todo:
+            if (name := todo.pop()) not in wanted:
+                wanted.add(name)
+                todo += [systems[name].init] if name in systems and systems[name].init in systems else []
+        return [name for name in systems if name in wanted] + [name for name in names if name not in systems]
+
+    return _guarded(chains)
 
 
 _register("score")

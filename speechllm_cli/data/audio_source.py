@@ -7,6 +7,7 @@ the same to the encoder front end and to peer systems, so both are decoded by on
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from speechllm_cli.common.batching import length_batches
@@ -64,3 +65,28 @@ class Subset:
     def batches(self, batch_size: int) -> list[list[int]]:
         return length_batches(self.seconds, batch_size)
 
+
+
+class AudioFiles:
+    """Mono 16 kHz files a stage wrote itself (synthesized speech), read when a batch needs them."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        import soundfile
+
+        self._paths = list(paths)
+        self.seconds = [soundfile.info(str(path)).duration for path in self._paths]
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def load(self, index: int) -> torch.Tensor:
+        import soundfile
+        import torch
+
+        samples, rate = soundfile.read(str(self._paths[index]), dtype="float32", always_2d=True)
+        if rate != SAMPLE_RATE:
+            raise ValueError(f"{self._paths[index]}: {rate} Hz audio where {SAMPLE_RATE} Hz is expected")
+        return torch.from_numpy(samples.mean(axis=1))
+
+    def batches(self, batch_size: int) -> list[list[int]]:
+        return length_batches(self.seconds, batch_size)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, NonNegativeInt, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
@@ -37,8 +37,8 @@ class SelectionConfig(StrictModel):
 
     selection: Literal["active", "random"] = "active"
     """active: clusters drawn by misalignment (SALAD); random: uniform over the pool (the control)."""
-    budget: PositiveInt = 100
-    """Utterances to synthesize (fewer when the pool runs out first)."""
+    budget: PositiveInt = 1000
+    """Utterances to synthesize, the probes included (fewer when the pool runs out first)."""
     clusters: PositiveInt = 128
     """k of k-means (SALAD uses 128); the pool must hold at least this many texts."""
     gamma: float = Field(5.0, ge=0.0)
@@ -48,6 +48,14 @@ class SelectionConfig(StrictModel):
     seed: NonNegativeInt = 0
     embed_batch_size: PositiveInt = 64
     """Texts per forward pass of the embedding model."""
+
+    @model_validator(mode="after")
+    def _budget_beyond_probes(self) -> SelectionConfig:
+        probes = self.clusters * self.probe_per_cluster
+        if self.selection == "active" and self.budget <= probes:
+            raise ValueError(f"budget {self.budget} leaves nothing to select after the probes (clusters x "
+                             f"probe_per_cluster = {probes} utterances): raise it or probe less")
+        return self
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import random
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,9 @@ from typing import Any
 
 import numpy as np
 import soundfile
+from pydantic import PositiveInt, field_validator
 
+from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import atomic_path
 
@@ -146,3 +149,41 @@ def render_all(jobs: list[Synthesis], workers: int, track: Callable[..., Any], d
     with ThreadPoolExecutor(workers) as pool:
         for _ in track(pool.map(Synthesis.render, jobs), len(jobs), description):
             pass
+
+
+class SpeakConfig(StrictModel):
+    """How texts are spoken: voices in turn, a rate and a pitch drawn for each utterance, optional noise."""
+
+    voices: list[str]
+    """``engine:voice`` names, used in turn."""
+    rate: tuple[float, float] = (0.85, 1.2)
+    pitch: tuple[float, float] = (0.7, 1.3)
+    noise_snr_db: tuple[float, float] | None = None
+    """White noise at an SNR drawn from this range (None: clean)."""
+    seed: int = 0
+    workers: PositiveInt = 2
+    """Engine processes at once."""
+
+    @field_validator("voices")
+    @classmethod
+    def _voices_parse(cls, voices: list[str]) -> list[str]:
+        if not voices:
+            raise ValueError("voices is empty")
+        for voice in voices:
+            Voice.parse(voice)
+        return voices
+
+
+def plan_speech(texts: Sequence[str], keys: Sequence[str], config: SpeakConfig, folder: Path,
+                rng: random.Random) -> list[Synthesis]:
+    """One :class:`Synthesis` per text, into ``folder/<key>-<hash>.flac``: the hash covers the text and every
+    setting, so a changed plan never reuses a file rendered for another."""
+    voices = [Voice.parse(v) for v in config.voices]
+    jobs = []
+    for index, (text, key) in enumerate(zip(texts, keys, strict=True)):
+        voice = voices[index % len(voices)]
+        rate, pitch = rng.uniform(*config.rate), rng.uniform(*config.pitch)
+        snr = rng.uniform(*config.noise_snr_db) if config.noise_snr_db else None
+        path = folder / f"{key}-{short_hash(text, voice, rate, pitch, snr)}.flac"
+        jobs.append(Synthesis(path, text, voice, rate, pitch, snr, key))
+    return jobs

@@ -1,8 +1,10 @@
 """``distill``: cross-modal distillation (SALAD) from the original LLM into a trained speech LLM.
 
-A student starts from an ``align`` system. It reads the content of a text set as real speech of a split
-(``speech``) or as posteriors simulated the way its align system was trained (``simulated``: text-only
-distillation, which no paper has tried); the teacher, the same LLM with its adapters off, reads the
+A student starts from an ``align`` system, or from an earlier ``distill`` system to continue it. It reads the
+content of a text set as real speech of a split (``speech``), as speech the stage synthesizes from texts it
+selects (``tts``: SALAD's stage II, active selection or the random control, ``stages.spoken_selection``), or
+as posteriors simulated the way its align system was trained (``simulated``: text-only distillation, which
+no paper has tried); the teacher, the same LLM with its adapters off, reads the
 transcript in the same prompt. Both are scored on the same responses (``core.distill``). Plain-text items
 (``text_share``) hold the LLM's text behaviour in place while LoRA trains.
 
@@ -14,6 +16,7 @@ original, both on text) and misalignment M (the adapted LLM on speech against th
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,6 +28,8 @@ from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.names import Name
 from speechllm_cli.core.configs import DistillConfig, GenerationConfig
 from speechllm_cli.core.train_config import TrainConfig
+from speechllm_cli.data.selection import SelectionConfig
+from speechllm_cli.data.tts import SpeakConfig
 from speechllm_cli.stages.inputs import cuts_path, encoder_dir, load_text_set, load_trained_encoder, text_set_path
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
 from speechllm_cli.stages.speech_llm_io import load_trained, save_trained, system_dir
@@ -37,13 +42,20 @@ if TYPE_CHECKING:
 
 class DistillSystemConfig(StrictModel):
     init: Name
-    """The align system the student starts from (its projector and LoRA)."""
-    input: Literal["speech", "simulated"]
-    """What the student reads: the LSD posteriors of ``split``'s speech, or posteriors simulated from the text
-    as ``init`` was trained (TASU's CPS, or the calibrated simulation)."""
+    """The system the student starts from (its projector and LoRA): an align system, or a distill system
+    listed before this one."""
+    input: Literal["speech", "tts", "simulated"]
+    """What the student reads: the LSD posteriors of ``split``'s speech, of speech synthesized from texts
+    ``selection`` chose, or posteriors simulated from the text as the align system below ``init`` was trained
+    (TASU's CPS, or the calibrated simulation)."""
     text_sets: list[Name]
-    """The content: transcripts the teacher reads. ``speech``: exactly one, the split's own transcripts."""
+    """The content: transcripts the teacher reads. ``speech``: exactly one, the split's own transcripts;
+    ``tts``: the pool the selection draws from."""
     split: Name | None = None
+    selection: SelectionConfig | None = None
+    """``tts`` only: which texts, and how many, get spoken."""
+    speech: SpeakConfig | None = None
+    """``tts`` only: the voices that speak them (the recipe's training voices)."""
     text_share: float = Field(0.0, ge=0.0, lt=1.0)
     """Share of training items that are plain text (the transcript on both sides), against forgetting; needs
     LoRA (a frozen LLM has nothing for them to train)."""
@@ -55,6 +67,8 @@ class DistillSystemConfig(StrictModel):
             raise ValueError("text_sets is empty")
         if self.input == "speech" and (self.split is None or len(self.text_sets) != 1):
             raise ValueError("speech input needs a split and exactly one text set (its transcripts)")
+        if (self.input == "tts") != (self.selection is not None and self.speech is not None):
+            raise ValueError("tts input needs selection and speech, and only tts input takes them")
         return self
 
 
@@ -83,30 +97,76 @@ def distill_dir(context: Context, name: str) -> Path:
     return context.exp_dir / "distill" / name
 
 
-def _content(context: Context, system: DistillSystemConfig,
-             encoder: CTCEncoder) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """The text rows a student learns from (with their speech when it reads speech), and those left out."""
-    rows = [row for name in system.text_sets for row in load_text_set(context, name)]
-    skipped: dict[str, int] = {}
-    if system.input == "speech":
-        from speechllm_cli.stages.front_end import split_posteriors
+@dataclass(frozen=True)
+class Content:
+    """The text rows a student learns from (with their ``lsd`` when it reads speech), those left out by reason,
+    and how a selection chose them."""
 
-        assert system.split is not None
-        posteriors = split_posteriors(context, encoder, system.split, context.config.model.lsd)
-        kept = []
-        for row in rows:
-            entry = posteriors.get(row["id"])
-            if entry is None or entry.lsd.shape[0] == 0:
-                skipped["no_speech"] = skipped.get("no_speech", 0) + 1
-            else:
-                kept.append({**row, "lsd": entry.lsd})
-        rows = kept
-    else:
-        kept = [row for row in rows if encoder.text_to_ids(row["text"])]
-        if len(kept) < len(rows):
-            skipped["no_units"] = len(rows) - len(kept)
-        rows = kept
-    return rows, skipped
+    rows: list[dict[str, Any]]
+    skipped: dict[str, int]
+    selection: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Student:
+    """What reading the content needs: the unit's settings and the model it starts from."""
+
+    context: Context
+    config: DistillStageConfig
+    system: DistillSystemConfig
+    encoder: CTCEncoder
+    model: SpeechLLM
+    tokenizer: Any
+    folder: Path
+
+
+def _rows(student: Student) -> list[dict[str, Any]]:
+    return [row for name in student.system.text_sets for row in load_text_set(student.context, name)]
+
+
+def _split_speech(student: Student) -> Content:
+    from speechllm_cli.stages.front_end import split_posteriors
+
+    assert student.system.split is not None
+    posteriors = split_posteriors(student.context, student.encoder, student.system.split,
+                                  student.context.config.model.lsd)
+    rows, kept = _rows(student), []
+    for row in rows:
+        entry = posteriors.get(row["id"])
+        if entry is not None and entry.lsd.shape[0] > 0:
+            kept.append({**row, "lsd": entry.lsd})
+    missing = len(rows) - len(kept)
+    return Content(kept, {"no_speech": missing} if missing else {})
+
+
+def _simulated(student: Student) -> Content:
+    rows = _rows(student)
+    kept = [row for row in rows if student.encoder.text_to_ids(row["text"])]
+    return Content(kept, {"no_units": len(rows) - len(kept)} if len(kept) < len(rows) else {})
+
+
+def _synthesized(student: Student) -> Content:
+    from speechllm_cli.core.distill import Pair
+    from speechllm_cli.core.feeds import Example
+    from speechllm_cli.core.llm import encode_text
+    from speechllm_cli.stages.spoken_selection import spoken_selection
+
+    def speech_pairs(rows: list[dict[str, Any]]) -> list[Pair]:
+        transcripts = [encode_text(student.tokenizer, row["text"]) for row in rows]
+        responses = _responses(student, rows, transcripts)
+        return [Pair(Example("speech", row["lsd"], response), transcript)
+                for row, response, transcript in zip(rows, responses, transcripts, strict=True)]
+
+    system = student.system
+    assert system.selection is not None and system.speech is not None
+    spoken = spoken_selection(student.context, student.encoder, student.model, _rows(student), system.selection,
+                              system.speech, student.folder / "tts", speech_pairs, student.config.batch_size)
+    return Content(spoken.rows, spoken.skipped, spoken.stats)
+
+
+CONTENT: dict[str, Callable[[Student], Content]] = {"speech": _split_speech, "tts": _synthesized,
+                                                     "simulated": _simulated}
+"""How each ``input`` reads its content."""
 
 
 def _pairs(rows: list[dict[str, Any]], system: DistillSystemConfig, responses: list[list[int]],
@@ -125,14 +185,13 @@ def _pairs(rows: list[dict[str, Any]], system: DistillSystemConfig, responses: l
     return pairs
 
 
-def _responses(model: SpeechLLM, rows: list[dict[str, Any]], transcripts: list[list[int]], tokenizer: Any,
-               config: DistillStageConfig, system: DistillSystemConfig) -> list[list[int]]:
+def _responses(student: Student, rows: list[dict[str, Any]], transcripts: list[list[int]]) -> list[list[int]]:
     from speechllm_cli.core.distill import teacher_responses
     from speechllm_cli.core.llm import target_ids
 
-    if system.loss.responses == "teacher":
-        return teacher_responses(model, transcripts, config.generation, config.batch_size)
-    return [target_ids(tokenizer, row["target"]) for row in rows]
+    if student.system.loss.responses == "teacher":
+        return teacher_responses(student.model, transcripts, student.config.generation, student.config.batch_size)
+    return [target_ids(student.tokenizer, row["target"]) for row in rows]
 
 
 @dataclass(frozen=True)
@@ -186,9 +245,12 @@ def _distill_system(context: Context, config: DistillStageConfig, name: str) -> 
     model, tokenizer = load_trained(context, encoder, system.init)
     held_out = _held_out(context, config.measure, encoder, tokenizer) if config.measure else None
     before = _gap(model, held_out, config.batch_size)
-    rows, skipped = _content(context, system, encoder)
+    folder = distill_dir(context, name)
+    student = Student(context, config, system, encoder, model, tokenizer, folder)
+    content = CONTENT[system.input](student)
+    rows, skipped = content.rows, dict(content.skipped)
     transcripts = [encode_text(tokenizer, row["text"]) for row in rows]
-    responses = _responses(model, rows, transcripts, tokenizer, config, system)
+    responses = _responses(student, rows, transcripts)
     fits = [i for i, response in enumerate(responses) if len(response) <= config.max_target_tokens]
     if len(fits) < len(rows):
         skipped["too_long"] = len(rows) - len(fits)
@@ -196,18 +258,19 @@ def _distill_system(context: Context, config: DistillStageConfig, name: str) -> 
     pairs = _pairs(rows, system, responses, transcripts, encoder, config.train.seed)
     if not pairs:
         raise SpeechLLMError(f"distill.systems.{name}: no usable training items ({skipped or 'no text'})")
-    folder = distill_dir(context, name)
-    simulate = simulation(context, align, align.systems[system.init], encoder.vocab_size)
+    simulate = simulation(context, align, align.systems[align_root(config, name)], encoder.vocab_size)
     model.train()
     job = TrainJob(distill.Distiller(model, system.loss), pairs, [len(p) for p in pairs],
                    distill.pair_collate(simulate), distill.loss, folder, align.precision)
     report = train(job, config.train, context.track)
     save_trained(model, folder, encoder.vocab_size, context.config.model)
     after = _gap(model, held_out, config.batch_size)
-    return {"init": system.init, "input": system.input, "items": len(pairs), "skipped": skipped,
+    return {"init": system.init, "input": system.input, "command": context.command, "items": len(pairs),
+            "skipped": skipped,
             "steps": report.steps, "resumed_from": report.resumed_from, "first_loss": report.first_loss,
             "last_loss": report.last_loss,
-            "seconds": round(report.seconds, 1), "before": before, "after": after}
+            "seconds": round(report.seconds, 1), "before": before, "after": after,
+            **({"selection": content.selection} if content.selection else {})}
 
 
 def _inputs(context: Context, config: DistillStageConfig, system: DistillSystemConfig) -> list[Path]:
@@ -220,12 +283,21 @@ def _inputs(context: Context, config: DistillStageConfig, system: DistillSystemC
     return paths
 
 
+def align_root(config: DistillStageConfig, name: str) -> str:
+    """The align system under a distill system: its ``init``, or the root of the distill system it continues."""
+    init = config.systems[name].init
+    return align_root(config, init) if init in config.systems else init
+
+
 def _check(context: Context, config: DistillStageConfig) -> None:
     align = context.config.align
     known = align.systems if align is not None else {}
+    earlier: set[str] = set()
     for name, system in config.systems.items():
-        if system.init not in known:
-            raise SpeechLLMError(f"distill.systems.{name}.init: {system.init!r} is not an align system")
+        if system.init not in known and system.init not in earlier:
+            raise SpeechLLMError(f"distill.systems.{name}.init: {system.init!r} is neither an align system nor a "
+                                 "distill system listed before it")
+        earlier.add(name)
         if name in known:
             raise SpeechLLMError(f"distill.systems.{name}: the name is an align system's; decode could not tell "
                                  "them apart")
@@ -248,7 +320,7 @@ def run(context: Context) -> StageResult:
         "precision": align.precision}
     units = [Unit(f"distill/{name}", distill_dir(context, name),
                   {**shared, "system": system.model_dump(mode="json"),
-                   "init": align.systems[system.init].model_dump(mode="json")},
+                   "init": align.systems[align_root(config, name)].model_dump(mode="json")},
                   _inputs(context, config, system), lambda name=name: _distill_system(context, config, name))
              for name, system in config.systems.items()]
     outcomes = run_units(context, units)

@@ -15,6 +15,7 @@ from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import read_jsonl, write_json, write_text
 from speechllm_cli.data.normalize import NormalizerConfig, normalize
 from speechllm_cli.metrics.asr import score_asr
+from speechllm_cli.metrics.gap_report import GapRow, plot_gap, render_gap
 from speechllm_cli.metrics.mismatch_report import render_mismatch
 from speechllm_cli.metrics.results import ResultRow, first_seen, render_results
 from speechllm_cli.metrics.slu import score_slu
@@ -24,9 +25,10 @@ from speechllm_cli.stages.curriculum.cells import read_cell
 from speechllm_cli.stages.curriculum.config import CurriculumConfig, cells
 from speechllm_cli.stages.decode import DecodeConfig, decode_dir
 from speechllm_cli.stages.runner import MARKER, Context, StageResult, Unit, read_marker, run_units, status
-from speechllm_cli.stages.speech_llm_io import system_dir
+from speechllm_cli.stages.speech_llm_io import speech_llm_names, system_dir
 
 SLU_PLOT = "plots/slu_f1_vs_budget.png"
+GAP_PLOT = "plots/accuracy_vs_log_m.png"
 
 
 def score_dir(context: Context, system: str, split: str) -> Path:
@@ -69,9 +71,11 @@ def _mismatch(context: Context) -> str | None:
 
 
 def _score_asr(context: Context, decode: DecodeConfig) -> tuple[list[Any], list[list[str]], int]:
-    """Scores of every system x split decoded so far; those not decoded yet are counted, not guessed."""
+    """Scores of every system x split decoded so far; those of decode.systems not decoded yet are counted, not
+    guessed. Other align and distill systems (decoded with ``--set decode.systems=...``) are scored too."""
     normalizer = context.config.prepare_text.normalize if context.config.prepare_text else NormalizerConfig()
-    pairs = [(system, split) for system in decode.systems for split in decode.splits]
+    systems = [*decode.systems, *(name for name in speech_llm_names(context) if name not in decode.systems)]
+    pairs = [(system, split) for system in systems for split in decode.splits]
     decoded = [(system, split) for system, split in pairs
                if (decode_dir(context, system, split) / "summary.json").is_file()]
     units = [Unit(f"score/{system}/{split}", score_dir(context, system, split),
@@ -82,7 +86,33 @@ def _score_asr(context: Context, decode: DecodeConfig) -> tuple[list[Any], list[
     outcomes = run_units(context, units)
     rows = [[f"{o.unit.settings['system']} / {o.unit.settings['split']}", f"WER {100 * o.stats['wer']:.2f}",
              f"CER {100 * o.stats['cer']:.2f}", status(o)] for o in outcomes]
-    return outcomes, rows, len(pairs) - len(decoded)
+    expected = len(decode.systems) * len(decode.splits)
+    return outcomes, rows, expected - sum(system in decode.systems for system, _ in decoded)
+
+
+def _gap_rows(context: Context, outcomes: list[Any]) -> list[GapRow]:
+    """F and M of every finished distill system that measured them, and of each align system one started from,
+    with the WERs decoded so far."""
+    distill = context.config.distill
+    if distill is None:
+        return []
+    wer: dict[str, dict[str, float]] = {}
+    for o in outcomes:
+        wer.setdefault(o.unit.settings["system"], {})[o.unit.settings["split"]] = o.stats["wer"]
+    rows: list[GapRow] = []
+    for name in distill.systems:
+        marker = read_marker(system_dir(context, name) / MARKER)
+        if marker is None or not marker["stats"]["after"]:
+            continue
+        stats = marker["stats"]
+        init = stats["init"]
+        if init not in distill.systems and init not in {row.system for row in rows}:
+            rows.append(GapRow(init, "align", stats["before"]["F"], stats["before"]["M"], wer.get(init, {}), ""))
+        chosen = stats.get("selection")
+        how = f", {chosen['selection']} {chosen['spoken']} utt" if chosen else ""
+        rows.append(GapRow(name, f"{init} + {stats['input']}{how}", stats["after"]["F"], stats["after"]["M"],
+                           wer.get(name, {}), stats.get("command", "")))
+    return rows
 
 
 def _score_slu(context: Context, config: CurriculumConfig) -> tuple[list[SLURow], list[list[str]], int]:
@@ -118,6 +148,9 @@ def run(context: Context) -> StageResult:
         if not outcomes:
             raise SpeechLLMError(f"score: nothing decoded yet in {context.exp_dir / 'decode'} (run decode first)")
         sections.append(_asr_results(context, outcomes))
+        gap = _gap_rows(context, outcomes)
+        if gap:
+            sections.append(render_gap(gap, GAP_PLOT if plot_gap(gap, context.exp_dir / GAP_PLOT) else None))
         mismatch = _mismatch(context)
         if mismatch is not None:
             sections.append(mismatch)

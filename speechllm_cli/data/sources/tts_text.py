@@ -16,39 +16,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import PositiveInt, field_validator
+from pydantic import PositiveInt
 
-from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.names import Name
 from speechllm_cli.data.entries import Entry, Utterance
 from speechllm_cli.data.sources.base import Track
-from speechllm_cli.data.tts import Synthesis, Voice, render_all, short_hash
+from speechllm_cli.data.tts import SpeakConfig, Synthesis, plan_speech, render_all
 
 
-class TtsTextConfig(StrictModel):
+class TtsTextConfig(SpeakConfig):
     split: Name
     """The split to write."""
     corpora: list[str]
     """Text corpora of this recipe to draw sentences from (written by another source in prepare-data)."""
     utterances: PositiveInt
     """How many sentences to speak, drawn at random from all the corpora together (so in their proportions)."""
-    voices: list[str]
-    """``engine:voice`` names, used in turn."""
-    rate: tuple[float, float] = (0.85, 1.2)
-    pitch: tuple[float, float] = (0.7, 1.3)
-    noise_snr_db: tuple[float, float] | None = None
-    seed: int = 0
-    workers: PositiveInt = 2
-
-    @field_validator("voices")
-    @classmethod
-    def _voices_parse(cls, voices: list[str]) -> list[str]:
-        if not voices:
-            raise ValueError("voices is empty")
-        for voice in voices:
-            Voice.parse(voice)
-        return voices
 
 
 class TtsTextSource:
@@ -86,21 +69,17 @@ class TtsTextSource:
 
     def _plan(self) -> list[tuple[Utterance, Synthesis]]:
         split = self.config.split
-        voices = [Voice.parse(v) for v in self.config.voices]
-        rng = random.Random(f"{self.config.seed}/{split}/voice")
+        rows = self._sentences()
+        ids = [f"{split}-{index:05d}" for index in range(len(rows))]
+        jobs = plan_speech([row["text"] for row in rows], ids, self.config, self.data_dir / "audio" / split,
+                           random.Random(f"{self.config.seed}/{split}/voice"))
         plan = []
-        for index, row in enumerate(self._sentences()):
-            voice = voices[index % len(voices)]
-            rate, pitch = rng.uniform(*self.config.rate), rng.uniform(*self.config.pitch)
-            snr = rng.uniform(*self.config.noise_snr_db) if self.config.noise_snr_db else None
-            utt_id = f"{split}-{index:05d}"
-            name = f"{utt_id}-{short_hash(row['text'], voice, rate, pitch, snr)}.flac"
-            audio = self.data_dir / "audio" / split / name
-            custom = {"domain": row["domain"], "voice": f"{voice.engine}:{voice.name}", "source_id": row["id"]}
-            utt = Utterance(id=utt_id, audio=audio, text=row["text"], speaker=voice.slug,
+        for index, (row, job) in enumerate(zip(rows, jobs, strict=True)):
+            custom = {"domain": row["domain"], "voice": f"{job.voice.engine}:{job.voice.name}", "source_id": row["id"]}
+            utt = Utterance(id=job.noise_key, audio=job.path, text=row["text"], speaker=job.voice.slug,
                             where=f"tts_text split {split} #{index} ({row['id']})", language=row.get("lang", "en"),
                             custom=custom)
-            plan.append((utt, Synthesis(audio, row["text"], voice, rate, pitch, snr, utt_id)))
+            plan.append((utt, job))
         return plan
 
     def entries(self, split: str, track: Track) -> Iterator[Entry]:
