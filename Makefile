@@ -1,5 +1,5 @@
 # The two commands of the README. Both run tools/setup.sh first (fast when nothing is missing).
-.PHONY: setup test mini mini-tts mini-slu
+.PHONY: setup test mini mini-tts mini-slu mini-distill
 
 setup:
 	@bash tools/setup.sh
@@ -21,6 +21,15 @@ mini: setup
 # What `make mini` runs, plus the tts baseline (about 6 minutes more).
 mini-tts: mini
 	recipes/mini/run.sh --stage 5 --stop-stage 6
+	recipes/mini/run.sh --stage 8
+	@cat exp/mini/RESULTS.md
+
+# What `make mini` runs, plus SALAD distillation (about 40 minutes more): salad_half (text only), then
+# salad_active and salad_random (200 synthesized utterances each), decoded and scored with the text-speech
+# gap of every system (recipes/mini/README.md).
+mini-distill: mini
+	.venv/bin/speechllm distill --recipe mini --system salad_active --system salad_random
+	.venv/bin/speechllm decode --recipe mini --set 'decode.systems=[salad_half,salad_active,salad_random]'
 	recipes/mini/run.sh --stage 8
 	@cat exp/mini/RESULTS.md
 

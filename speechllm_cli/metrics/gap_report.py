@@ -1,15 +1,16 @@
-"""The distillation part of ``RESULTS.md``: forgetting F and misalignment M against speech accuracy.
+"""The text-speech gap part of ``RESULTS.md``: accuracy on speech and on text, forgetting F, misalignment M.
 
 METHODS.md §4 splits the text-speech gap into F (the adapted LLM on text against the original) and M (the
 adapted LLM on speech against the original on text). If M is what costs accuracy, systems with a smaller
-log M transcribe better: the table gives each system's F, M and word accuracy (100 - WER, averaged over
-the decoded test splits), the rank correlation of log M with accuracy across systems, and a scatter plot.
+log M transcribe better: the table gives each system's held-out speech accuracy, the original LLM's
+accuracy on the same transcripts, their gap, F, M and test word accuracy (100 - WER, averaged over the
+decoded test splits), then the rank correlation of log M with accuracy across systems, and a scatter plot.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,14 +26,23 @@ class GapRow:
     """How it was trained: ``align`` for a distillation's starting point, else its init, input and selection."""
     forgetting: float
     misalignment: float
+    speech_acc: float
+    """Word accuracy (fraction) of the system on the held-out speech."""
+    text_acc: float
+    """Word accuracy (fraction) of the original LLM on the same utterances' transcripts."""
     wer: dict[str, float]
     """Split -> WER as a fraction, for the splits decoded so far."""
     command: str
 
     @property
     def accuracy(self) -> float | None:
-        """Word accuracy in percent, averaged over the decoded splits (None before decoding)."""
+        """Test word accuracy in percent, averaged over the decoded splits (None before decoding)."""
         return 100 * (1 - sum(self.wer.values()) / len(self.wer)) if self.wer else None
+
+    @property
+    def gap(self) -> float:
+        """Text minus speech accuracy on the held-out set, in points."""
+        return 100 * (self.text_acc - self.speech_acc)
 
 
 def _ranks(values: Sequence[float]) -> np.ndarray:
@@ -59,11 +69,18 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def correlation(rows: Sequence[GapRow]) -> tuple[float | None, int]:
-    """Spearman's rho of log M with word accuracy over the rows that were decoded, and their number."""
-    points = [(math.log(row.misalignment), row.accuracy) for row in rows
-              if row.accuracy is not None and row.misalignment > 0]
+def correlation(rows: Sequence[GapRow], accuracy: Callable[[GapRow], float | None]) -> tuple[float | None, int]:
+    """Spearman's rho of log M with ``accuracy`` over the rows that have one, and their number."""
+    points = [(math.log(row.misalignment), value) for row in rows
+              if (value := accuracy(row)) is not None and row.misalignment > 0]
     return spearman([p[0] for p in points], [p[1] for p in points]), len(points)
+
+
+def _verdict(rows: Sequence[GapRow], accuracy: Callable[[GapRow], float | None], what: str) -> str:
+    rho, points = correlation(rows, accuracy)
+    if rho is None:
+        return f"Spearman's rho of log M with {what}: undefined over {points} systems."
+    return f"Spearman's rho of log M with {what} over {points} systems: **{rho:.2f}**."
 
 
 def _figure(value: float | None, digits: int) -> str:
@@ -72,51 +89,57 @@ def _figure(value: float | None, digits: int) -> str:
 
 def render_gap(rows: Sequence[GapRow], plot: str | None) -> str:
     splits = first_seen(split for row in rows for split in row.wer)
-    rho, points = correlation(rows)
-    lines = [table_line(["system", "made by", *(f"WER {s}" for s in splits), "word acc", "F", "M", "log M"]),
-             table_line(["---", "---", *["---:"] * (len(splits) + 4)], escape=False)]
+    lines = [table_line(["system", "made by", "speech acc", "text acc", "gap", "F", "M", "log M",
+                         *(f"WER {s}" for s in splits), "test word acc"]),
+             table_line(["---", "---", *["---:"] * (len(splits) + 7)], escape=False)]
     for row in rows:
-        lines.append(table_line([row.system, row.made_by,
+        lines.append(table_line([row.system, row.made_by, _figure(100 * row.speech_acc, 1),
+                                 _figure(100 * row.text_acc, 1), _figure(row.gap, 1), f"{row.forgetting:.4f}",
+                                 f"{row.misalignment:.4f}",
+                                 _figure(math.log(row.misalignment) if row.misalignment > 0 else None, 3),
                                  *(_figure(100 * row.wer[s] if s in row.wer else None, 2) for s in splits),
-                                 _figure(row.accuracy, 2), f"{row.forgetting:.4f}", f"{row.misalignment:.4f}",
-                                 _figure(math.log(row.misalignment) if row.misalignment > 0 else None, 3)]))
-    verdict = (f"Spearman's rho of log M with word accuracy over {points} systems: **{rho:.2f}** (negative: the "
-               "less misaligned, the more accurate)." if rho is not None
-               else f"Spearman's rho of log M with word accuracy: undefined over {points} decoded systems.")
-    parts = ["## Distillation: forgetting and misalignment",
-             "F and M in nats per response token on the recipe's held-out measure set: F = KL(original LLM on "
-             "text || system's LLM on text), M = KL(original LLM on text || system on speech). *word acc* is "
-             "100 - WER, averaged over the decoded splits; `-` where a system is not decoded yet. A starting "
-             "point's F and M are those measured before its first distillation.",
-             "\n".join(lines), verdict]
+                                 _figure(row.accuracy, 2)]))
+    parts = ["## Text-speech gap: forgetting and misalignment",
+             "Measured on the recipe's held-out set (`distill.measure`): *speech acc* is the system's word "
+             "accuracy (100 - WER) on the speech, *text acc* the original LLM's on the transcripts in the same "
+             "prompt, *gap* their difference in points; F = KL(original LLM on text || system's LLM on text) and "
+             "M = KL(original LLM on text || system on speech), in nats per response token. *test word acc* is "
+             "100 - WER averaged over the decoded test splits; `-` where a system is not decoded yet.",
+             "\n".join(lines),
+             " ".join([_verdict(rows, lambda row: 100 * row.speech_acc, "held-out speech accuracy"),
+                       _verdict(rows, lambda row: row.accuracy, "test word accuracy"),
+                       "(Negative: the less misaligned, the more accurate.)"])]
     if plot:
-        parts.append(f"![word accuracy against log M]({plot})")
+        parts.append(f"![accuracy against log M]({plot})")
     commands = first_seen(row.command for row in rows if row.command)
     if commands:
         parts.append("### Commands\n\n" + "\n".join(f"- {code_span(command)}" for command in commands))
     return "\n\n".join(parts) + "\n"
 
 
-def plot_gap(rows: Sequence[GapRow], path: Path) -> bool:
-    """Word accuracy against log M, a labelled point per decoded system; False when none is decoded."""
-    points = [row for row in rows if row.accuracy is not None and row.misalignment > 0]
-    if not points:
-        return False
+def plot_gap(rows: Sequence[GapRow], path: Path) -> None:
+    """Held-out speech accuracy (and test word accuracy where decoded) against log M, a labelled point per
+    system."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6, 4))
-    for row in points:
-        x, y = math.log(row.misalignment), row.accuracy
-        axis.scatter([x], [y], color="C0")
-        axis.annotate(row.system, (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small")
+    for row in (r for r in rows if r.misalignment > 0):
+        x = math.log(row.misalignment)
+        axis.scatter([x], [100 * row.speech_acc], color="C0", label="held-out speech")
+        if row.accuracy is not None:
+            axis.scatter([x], [row.accuracy], color="C1", marker="s", label="test splits")
+        axis.annotate(row.system, (x, 100 * row.speech_acc), textcoords="offset points", xytext=(4, 4),
+                      fontsize="small")
+    handles, labels = axis.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    axis.legend(unique.values(), unique.keys(), fontsize="small")
     axis.set_xlabel("log M (nats per response token, held-out speech)")
-    axis.set_ylabel("word accuracy % (100 - mean WER)")
+    axis.set_ylabel("word accuracy %")
     axis.grid(alpha=0.3)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)
-    return True

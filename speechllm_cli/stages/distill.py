@@ -8,9 +8,9 @@ no paper has tried); the teacher, the same LLM with its adapters off, reads the
 transcript in the same prompt. Both are scored on the same responses (``core.distill``). Plain-text items
 (``text_share``) hold the LLM's text behaviour in place while LoRA trains.
 
-Every unit also measures the text-speech gap's two parts on a held-out split (``measure``), for the align
-system it started from and for the student after distillation: forgetting F (the adapted LLM against the
-original, both on text) and misalignment M (the adapted LLM on speech against the original on text).
+After training, the stage measures the text-speech gap (``stages.gap``: forgetting F, misalignment M, speech
+and text accuracy) on a held-out split (``measure``) for every distill system, the align system under it,
+and any other align system named there, one unit per system.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from speechllm_cli.core.configs import DistillConfig, GenerationConfig
 from speechllm_cli.core.train_config import TrainConfig
 from speechllm_cli.data.selection import SelectionConfig
 from speechllm_cli.data.tts import SpeakConfig
+from speechllm_cli.stages.gap import MeasureConfig, gap_units
 from speechllm_cli.stages.inputs import cuts_path, encoder_dir, load_text_set, load_trained_encoder, text_set_path
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
 from speechllm_cli.stages.speech_llm_io import load_trained, save_trained, system_dir
@@ -72,22 +73,14 @@ class DistillSystemConfig(StrictModel):
         return self
 
 
-class MeasureConfig(StrictModel):
-    """The held-out speech on which F and M are measured (the dataset targets are the responses)."""
-
-    split: Name
-    text_set: Name
-    limit: PositiveInt = 64
-    """The first N utterances only: M needs a teacher and a student pass per utterance."""
-
-
 class DistillStageConfig(StrictModel):
     systems: dict[Name, DistillSystemConfig]
     measure: MeasureConfig | None = None
+    """Where the gap is measured; without it, nothing is."""
     max_target_tokens: PositiveInt = 96
     """Longer responses are left out of training (counted)."""
     batch_size: PositiveInt = 8
-    """Teacher responses and the F/M passes."""
+    """Teacher responses and the measurements."""
     generation: GenerationConfig = GenerationConfig(max_new_tokens=64, length_ratio=4.0)
     """How the teacher answers when ``loss.responses`` is ``teacher``."""
     train: TrainConfig = TrainConfig(steps=200, batch_size=8, lr=5e-4, warmup_steps=20)
@@ -194,44 +187,6 @@ def _responses(student: Student, rows: list[dict[str, Any]], transcripts: list[l
     return [target_ids(student.tokenizer, row["target"]) for row in rows]
 
 
-@dataclass(frozen=True)
-class HeldOut:
-    """The held-out speech F and M are measured on, read once for the before and after measurements."""
-
-    pairs: list[Pair]
-    transcripts: list[list[int]]
-    responses: list[list[int]]
-
-
-def _held_out(context: Context, measure: MeasureConfig, encoder: CTCEncoder, tokenizer: Any) -> HeldOut:
-    from speechllm_cli.core.distill import Pair
-    from speechllm_cli.core.feeds import Example
-    from speechllm_cli.core.llm import encode_text, target_ids
-    from speechllm_cli.stages.front_end import split_posteriors
-
-    posteriors = split_posteriors(context, encoder, measure.split, context.config.model.lsd)
-    rows = [row for row in load_text_set(context, measure.text_set) if row["id"] in posteriors][:measure.limit]
-    if not rows:
-        raise SpeechLLMError(f"distill.measure: no utterance of split {measure.split!r} has a transcript in "
-                             f"text set {measure.text_set!r}")
-    transcripts = [encode_text(tokenizer, row["text"]) for row in rows]
-    responses = [target_ids(tokenizer, row["target"]) for row in rows]
-    pairs = [Pair(Example("speech", posteriors[row["id"]].lsd, response), transcript)
-             for row, response, transcript in zip(rows, responses, transcripts, strict=True)]
-    return HeldOut(pairs, transcripts, responses)
-
-
-def _gap(model: SpeechLLM, held_out: HeldOut | None, batch_size: int) -> dict[str, float]:
-    """F and M of ``model`` on the held-out speech, per response token (nothing without a held-out set)."""
-    from speechllm_cli.core.distill import forgetting, misalignment
-
-    if held_out is None:
-        return {}
-    model.eval()
-    return {"F": round(forgetting(model, held_out.transcripts, held_out.responses, batch_size), 5),
-            "M": round(misalignment(model, held_out.pairs, batch_size), 5)}
-
-
 def _distill_system(context: Context, config: DistillStageConfig, name: str) -> dict[str, Any]:
     from speechllm_cli.core import distill
     from speechllm_cli.core.llm import encode_text
@@ -243,8 +198,6 @@ def _distill_system(context: Context, config: DistillStageConfig, name: str) -> 
     encoder = load_trained_encoder(context)
     seed_everything(config.train.seed)
     model, tokenizer = load_trained(context, encoder, system.init)
-    held_out = _held_out(context, config.measure, encoder, tokenizer) if config.measure else None
-    before = _gap(model, held_out, config.batch_size)
     folder = distill_dir(context, name)
     student = Student(context, config, system, encoder, model, tokenizer, folder)
     content = CONTENT[system.input](student)
@@ -264,12 +217,11 @@ def _distill_system(context: Context, config: DistillStageConfig, name: str) -> 
                    distill.pair_collate(simulate), distill.loss, folder, align.precision)
     report = train(job, config.train, context.track)
     save_trained(model, folder, encoder.vocab_size, context.config.model)
-    after = _gap(model, held_out, config.batch_size)
     return {"init": system.init, "input": system.input, "command": context.command, "items": len(pairs),
             "skipped": skipped,
             "steps": report.steps, "resumed_from": report.resumed_from, "first_loss": report.first_loss,
             "last_loss": report.last_loss,
-            "seconds": round(report.seconds, 1), "before": before, "after": after,
+            "seconds": round(report.seconds, 1),
             **({"selection": content.selection} if content.selection else {})}
 
 
@@ -278,8 +230,6 @@ def _inputs(context: Context, config: DistillStageConfig, system: DistillSystemC
     paths += [encoder_dir(context), system_dir(context, system.init)]
     if system.split is not None:
         paths.append(cuts_path(context, system.split))
-    if config.measure is not None:
-        paths += [cuts_path(context, config.measure.split), text_set_path(context, config.measure.text_set)]
     return paths
 
 
@@ -306,28 +256,39 @@ def _check(context: Context, config: DistillStageConfig) -> None:
                                  "(a frozen LLM has nothing for them to train)")
 
 
-def _figure(stats: dict[str, Any], side: str, key: str) -> str:
-    value = stats[side].get(key)
-    return "-" if value is None else f"{value:.4f}"
+def measured_systems(config: DistillStageConfig) -> list[str]:
+    """Whose gap is measured: ``measure.systems``, then each distill system after the align system under it."""
+    named = [*(config.measure.systems if config.measure else []),
+             *(n for name in config.systems for n in (align_root(config, name), name))]
+    return list(dict.fromkeys(named))
+
+
+def _figure(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def run(context: Context) -> StageResult:
     config: DistillStageConfig = context.section("distill")
     _check(context, config)
     align = context.section("align")
-    shared = {**config.model_dump(mode="json", exclude={"systems"}), "model": context.config.model.model_dump(
-        mode="json"), "instruction": align.instruction, "calibrated": align.calibrated.model_dump(mode="json"),
-        "precision": align.precision}
+    shared = {**config.model_dump(mode="json", exclude={"systems", "measure"}),
+              "model": context.config.model.model_dump(mode="json"), "instruction": align.instruction,
+              "calibrated": align.calibrated.model_dump(mode="json"), "precision": align.precision}
     units = [Unit(f"distill/{name}", distill_dir(context, name),
                   {**shared, "system": system.model_dump(mode="json"),
                    "init": align.systems[align_root(config, name)].model_dump(mode="json")},
                   _inputs(context, config, system), lambda name=name: _distill_system(context, config, name))
              for name, system in config.systems.items()]
-    outcomes = run_units(context, units)
-    rows = [[o.unit.name, o.stats["init"], o.stats["input"], str(o.stats["items"]),
-             f"{o.stats['first_loss']:.3f} -> {o.stats['last_loss']:.3f}",
-             f"{_figure(o.stats, 'before', 'F')} -> {_figure(o.stats, 'after', 'F')}",
-             f"{_figure(o.stats, 'before', 'M')} -> {_figure(o.stats, 'after', 'M')}", status(o)] for o in outcomes]
-    summary = f"distill: {len(outcomes)} systems -> {context.exp_dir / 'distill'}"
-    return StageResult(summary, ["system", "from", "input", "items", "loss", "F (init -> distilled)",
-                                 "M (init -> distilled)", "status"], rows)
+    trained = run_units(context, units)
+    rows = [[o.unit.name, f"{o.stats['init']} + {o.stats['input']}", str(o.stats["items"]),
+             f"{o.stats['first_loss']:.3f} -> {o.stats['last_loss']:.3f}", "", "", "", "", status(o)] for o in trained]
+    if config.measure is not None:
+        decode = context.config.decode
+        generation = decode.generation if decode is not None else config.generation
+        for o in run_units(context, gap_units(context, measured_systems(config), config.measure, generation,
+                                              config.batch_size)):
+            rows.append([o.unit.name, "", "", "", _figure(o.stats["F"]), _figure(o.stats["M"]),
+                         _figure(o.stats["speech_acc"], 3), _figure(o.stats["text_acc"], 3), status(o)])
+    summary = f"distill: {len(trained)} systems -> {context.exp_dir / 'distill'}"
+    return StageResult(summary, ["unit", "from", "items", "loss", "F", "M", "speech acc", "text acc", "status"],
+                       rows)

@@ -24,6 +24,8 @@ from speechllm_cli.stages.calibrate import MISMATCH_PLOT, calibration_dir
 from speechllm_cli.stages.curriculum.cells import read_cell
 from speechllm_cli.stages.curriculum.config import CurriculumConfig, cells
 from speechllm_cli.stages.decode import DecodeConfig, decode_dir
+from speechllm_cli.stages.distill import measured_systems
+from speechllm_cli.stages.gap import gap_dir
 from speechllm_cli.stages.runner import MARKER, Context, StageResult, Unit, read_marker, run_units, status
 from speechllm_cli.stages.speech_llm_io import speech_llm_names, system_dir
 
@@ -91,8 +93,7 @@ def _score_asr(context: Context, decode: DecodeConfig) -> tuple[list[Any], list[
 
 
 def _gap_rows(context: Context, outcomes: list[Any]) -> list[GapRow]:
-    """F and M of every finished distill system that measured them, and of each align system one started from,
-    with the WERs decoded so far."""
+    """The measured gap of every system the distill stage measures, with the WERs decoded so far."""
     distill = context.config.distill
     if distill is None:
         return []
@@ -100,17 +101,18 @@ def _gap_rows(context: Context, outcomes: list[Any]) -> list[GapRow]:
     for o in outcomes:
         wer.setdefault(o.unit.settings["system"], {})[o.unit.settings["split"]] = o.stats["wer"]
     rows: list[GapRow] = []
-    for name in distill.systems:
-        marker = read_marker(system_dir(context, name) / MARKER)
-        if marker is None or not marker["stats"]["after"]:
+    for name in measured_systems(distill):
+        measured = read_marker(gap_dir(context, name) / MARKER)
+        if measured is None:
             continue
-        stats = marker["stats"]
-        init = stats["init"]
-        if init not in distill.systems and init not in {row.system for row in rows}:
-            rows.append(GapRow(init, "align", stats["before"]["F"], stats["before"]["M"], wer.get(init, {}), ""))
-        chosen = stats.get("selection")
-        how = f", {chosen['selection']} {chosen['spoken']} utt" if chosen else ""
-        rows.append(GapRow(name, f"{init} + {stats['input']}{how}", stats["after"]["F"], stats["after"]["M"],
+        how = "align"
+        trained = read_marker(system_dir(context, name) / MARKER) if name in distill.systems else None
+        if trained is not None:
+            chosen = trained["stats"].get("selection")
+            how = f"{trained['stats']['init']} + {trained['stats']['input']}" + (
+                f", {chosen['selection']} {chosen['spoken']} utt" if chosen else "")
+        stats = measured["stats"]
+        rows.append(GapRow(name, how, stats["F"], stats["M"], stats["speech_acc"], stats["text_acc"],
                            wer.get(name, {}), stats.get("command", "")))
     return rows
 
@@ -150,7 +152,8 @@ def run(context: Context) -> StageResult:
         sections.append(_asr_results(context, outcomes))
         gap = _gap_rows(context, outcomes)
         if gap:
-            sections.append(render_gap(gap, GAP_PLOT if plot_gap(gap, context.exp_dir / GAP_PLOT) else None))
+            plot_gap(gap, context.exp_dir / GAP_PLOT)
+            sections.append(render_gap(gap, GAP_PLOT))
         mismatch = _mismatch(context)
         if mismatch is not None:
             sections.append(mismatch)

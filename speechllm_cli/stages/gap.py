@@ -1,0 +1,131 @@
+"""The text-speech gap of a trained speech LLM, measured on held-out speech (METHODS.md §4).
+
+For each system (an align system, or a distill system) one unit measures, on the same utterances:
+
+- forgetting F: KL(original LLM on the transcript || the system's LLM on the transcript);
+- misalignment M: KL(original LLM on the transcript || the system on the speech);
+- speech accuracy: word accuracy (1 - WER) of the system's greedy answer to the speech;
+- text accuracy: word accuracy of the original LLM's answer to the transcript in the same prompt, the
+  ceiling the speech path is measured against; gap = text accuracy - speech accuracy.
+
+Measurement is a unit of its own, apart from training: an align system is measured without being
+trained again, a changed measure set re-measures without retraining, and each system is measured once
+however many distillations start from it. Answers go through ``decode``'s generation settings when the
+recipe has them, so accuracies here and WERs there come from the same decoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import PositiveInt
+
+from speechllm_cli.common.config import StrictModel
+from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.common.names import Name
+from speechllm_cli.core.configs import GenerationConfig
+from speechllm_cli.stages.inputs import cuts_path, encoder_dir, load_text_set, load_trained_encoder, text_set_path
+from speechllm_cli.stages.runner import Context, Unit
+from speechllm_cli.stages.speech_llm_io import load_trained, system_dir
+
+if TYPE_CHECKING:
+    from speechllm_cli.core.distill import Pair
+    from speechllm_cli.core.encoders import CTCEncoder
+    from speechllm_cli.core.speech_llm import SpeechLLM
+
+
+class MeasureConfig(StrictModel):
+    """The held-out speech the gap is measured on (its dataset targets are the responses)."""
+
+    split: Name
+    text_set: Name
+    limit: PositiveInt = 64
+    """The first N utterances only: M needs a teacher and a student pass per utterance."""
+    systems: list[Name] = []
+    """Align systems measured besides those distillation starts from (e.g. every align system, so that log M
+    can be set against accuracy across them all)."""
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The held-out utterances, read once for every measurement of a unit."""
+
+    pairs: list[Pair]
+    """Speech student, transcript teacher, dataset target as the response."""
+    references: list[str]
+
+
+def gap_dir(context: Context, system: str) -> Path:
+    return context.exp_dir / "gap" / system
+
+
+def _held_out(context: Context, measure: MeasureConfig, encoder: CTCEncoder, tokenizer: Any) -> HeldOut:
+    from speechllm_cli.core.distill import Pair
+    from speechllm_cli.core.feeds import Example
+    from speechllm_cli.core.llm import encode_text, target_ids
+    from speechllm_cli.stages.front_end import split_posteriors
+
+    posteriors = split_posteriors(context, encoder, measure.split, context.config.model.lsd)
+    rows = [row for row in load_text_set(context, measure.text_set) if row["id"] in posteriors][:measure.limit]
+    if not rows:
+        raise SpeechLLMError(f"distill.measure: no utterance of split {measure.split!r} has a transcript in "
+                             f"text set {measure.text_set!r}")
+    pairs = [Pair(Example("speech", posteriors[row["id"]].lsd, target_ids(tokenizer, row["target"])),
+                  encode_text(tokenizer, row["text"])) for row in rows]
+    return HeldOut(pairs, [row["target"] for row in rows])
+
+
+def _accuracy(context: Context, references: list[str], hypotheses: list[str]) -> float:
+    """Word accuracy after the recipe's text normalisation (as ``score`` computes WER)."""
+    from speechllm_cli.data.normalize import NormalizerConfig, normalize
+    from speechllm_cli.metrics.asr import score_asr
+
+    text = context.config.prepare_text
+    normalizer = text.normalize if text is not None else NormalizerConfig()
+    triples = [(str(i), normalize(ref, normalizer), normalize(hyp, normalizer))
+               for i, (ref, hyp) in enumerate(zip(references, hypotheses, strict=True))]
+    return 1 - score_asr(triples)[0].wer
+
+
+def _answers(context: Context, model: SpeechLLM, tokenizer: Any, encoder: CTCEncoder, examples: list[Any],
+             generation: GenerationConfig, batch_size: int, what: str) -> list[str]:
+    from speechllm_cli.core.feeds import generate_texts
+
+    return generate_texts(model, tokenizer, examples, encoder.vocab_size, batch_size, generation, context.track, what)
+
+
+def measure_gap(context: Context, system: str, measure: MeasureConfig, generation: GenerationConfig,
+                batch_size: int) -> dict[str, Any]:
+    """F, M, speech and text accuracy of ``system`` on the held-out speech."""
+    from speechllm_cli.core.distill import adapters_off, forgetting, misalignment
+    from speechllm_cli.core.feeds import Example
+
+    encoder = load_trained_encoder(context)
+    model, tokenizer = load_trained(context, encoder, system)
+    held_out = _held_out(context, measure, encoder, tokenizer)
+    transcripts = [pair.transcript for pair in held_out.pairs]
+    speech = _answers(context, model, tokenizer, encoder,
+                      [Example("speech", p.student.source, []) for p in held_out.pairs], generation, batch_size,
+                      f"{system}: answering the speech")
+    with adapters_off(model.llm):
+        text = _answers(context, model, tokenizer, encoder, [Example("text", t, []) for t in transcripts],
+                        generation, batch_size, "original LLM: answering the transcripts")
+    return {"F": round(forgetting(model, transcripts, [p.student.target for p in held_out.pairs], batch_size), 5),
+            "M": round(misalignment(model, held_out.pairs, batch_size), 5),
+            "speech_acc": round(_accuracy(context, held_out.references, speech), 5),
+            "text_acc": round(_accuracy(context, held_out.references, text), 5),
+            "utterances": len(held_out.pairs), "command": context.command}
+
+
+def gap_units(context: Context, systems: list[str], measure: MeasureConfig, generation: GenerationConfig,
+              batch_size: int) -> list[Unit]:
+    """One measurement unit per system, redone when its weights, the held-out set or the settings change."""
+    settings = {"measure": measure.model_dump(mode="json", exclude={"systems"}),
+                "generation": generation.model_dump(mode="json"), "model": context.config.model.model_dump(mode="json"),
+                "instruction": context.section("align").instruction}
+    inputs = [encoder_dir(context), cuts_path(context, measure.split), text_set_path(context, measure.text_set)]
+    return [Unit(f"gap/{name}", gap_dir(context, name), settings, [*inputs, system_dir(context, name)],
+                 lambda name=name: measure_gap(context, name, measure, generation, batch_size))
+            for name in systems]
