@@ -43,3 +43,27 @@ def test_kjv_verses_without_references() -> None:
     assert len(items) > 30_000
     assert "In the beginning God created the heaven and the earth." in {i.text for i in items}
     assert not any(i.text[:3].rstrip().endswith(":") for i in items[:1000])
+
+
+def test_questions_are_unique_with_an_answer_that_the_question_does_not_give_away() -> None:
+    items = GENERATORS["questions"](0)
+    assert len(items) == len({i.text for i in items}) == 320
+    for item in items:
+        assert item.label == "answer" and item.target and item.target not in item.text.split()
+    assert {i.text for i in GENERATORS["questions"](1)} == {i.text for i in items}
+    assert GENERATORS["questions"](1)[:20] != items[:20]
+    assert [i.target for i in items if i.text == "what is the capital of france"] == ["paris"]
+
+
+def test_qa_text_sets_take_the_answer_and_count_questions_without_one(tmp_path) -> None:  # noqa: ANN001
+    from speechllm_cli.data.manifests import BadInputPolicy
+    from speechllm_cli.data.text_sets import TextSetConfig, build_text_set
+
+    corpus = tmp_path / "corpora" / "qa.jsonl"
+    corpus.parent.mkdir()
+    corpus.write_text(json.dumps({"id": "q1", "text": "What is the capital of Peru?", "custom": {"answer": "Lima"}})
+                      + "\n" + json.dumps({"id": "q2", "text": "What is the opposite of hot?", "custom": {}}) + "\n")
+    rows, skipped = build_text_set("qa", TextSetConfig(corpus="qa", task="qa"), tmp_path, NormalizerConfig(),
+                                   BadInputPolicy.skip)
+    assert [(r["text"], r["target"], r["task"]) for r in rows] == [("what is the capital of peru", "Lima", "qa")]
+    assert skipped == {"no_answer": 1}

@@ -675,8 +675,11 @@ def test_distill_resumes_after_sigkill_counts_transcripts_without_speech_and_dec
     for measured in gap.values():
         assert measured["F"] >= 0 and measured["M"] > 0 and measured["utterances"] == 6
         assert measured["speech_acc"] <= 1 and measured["text_acc"] <= 1
+        assert measured["qa_questions"] == 6 and 0 <= measured["qa_speech_acc"] <= 1
+        assert 0 <= measured["qa_text_acc"] <= 1
     assert gap["salad"]["M"] != gap["tasu"]["M"]
-    assert gap["salad"]["text_acc"] == gap["tasu"]["text_acc"], "the original LLM, whichever system is measured"
+    for key in ("text_acc", "qa_text_acc"):
+        assert gap["salad"][key] == gap["tasu"][key], "the original LLM, whichever system is measured"
 
     process = subprocess.Popen([str(SPEECHLLM), "distill", "--recipe", "tiny", "--exp-dir", str(runs["killed"]),
                                 "--system", "salad", "--set", "distill.train.steps=12"],

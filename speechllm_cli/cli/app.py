@@ -343,8 +343,9 @@ def distill(
                          "they are not trained yet. Repeatable.")] = None,
     num_processes: ProcessesOpt = 1,
 ) -> None:
-    """Distil the original LLM reading transcripts into an align system reading speech (SALAD), and measure
-    forgetting F and misalignment M before and after. Without --system, every system of the recipe."""
+    """Distil the original LLM reading transcripts into an align system reading speech (SALAD), then measure
+    the text-speech gap (forgetting F, misalignment M, speech and text accuracy) of every distilled system
+    and the align system under it. Without --system, every system of the recipe."""
     _relaunch(num_processes)
     values = {"distill.systems": _only(recipe, set_, "--system", "distill", "systems",
                                        _continued(recipe, set_, system))} if system else {}

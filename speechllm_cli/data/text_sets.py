@@ -23,6 +23,9 @@ from speechllm_cli.data.entries import read_lines
 from speechllm_cli.data.manifests import BadInputPolicy
 from speechllm_cli.data.normalize import NormalizerConfig, normalize
 
+LABELS = {"slu": ("slu", "no_slu_label", "SLU frame"), "qa": ("answer", "no_answer", "answer")}
+"""Per task with a label: the manifest field holding it, the skip reason when it is missing, its name."""
+
 
 class TextSetConfig(StrictModel):
     """Where a text set comes from: exactly one of ``split``, ``corpus`` or ``file``."""
@@ -33,7 +36,8 @@ class TextSetConfig(StrictModel):
     domain: str | None = None
     """Overrides the domain recorded with the source (a plain file has none: default ``text``)."""
     lang: str | None = None
-    task: Literal["asr", "slu"] = "asr"
+    task: Literal["asr", "slu", "qa"] = "asr"
+    """asr: the target is the text; slu: the SLU frame (``custom.slu``); qa: the answer (``custom.answer``)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> TextSetConfig:
@@ -86,13 +90,14 @@ def build_text_set(name: str, config: TextSetConfig, data_dir: Path, normalizer:
         else:
             lang = config.lang or raw.get("lang") or "en"
             text = normalize(raw["text"], normalizer, lang)
-            target = text if config.task == "asr" else (raw.get("custom") or {}).get("slu")
+            target = text if config.task == "asr" else (raw.get("custom") or {}).get(LABELS[config.task][0])
             if text and target:
                 rows.append({"id": raw["id"], "text": text, "target": target, "task": config.task, "lang": lang,
                              "domain": config.domain or raw.get("domain") or "text"})
                 continue
             if text:
-                problem, detail = "no_slu_label", f"{raw['id']!r} has no SLU frame (custom.slu)"
+                label, problem, what = LABELS[config.task]
+                detail = f"{raw['id']!r} has no {what} (custom.{label})"
             else:
                 problem, detail = "empty_transcript", f"{raw['id']!r} is empty after normalisation"
         if policy is BadInputPolicy.fail:

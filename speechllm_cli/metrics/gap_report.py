@@ -33,6 +33,10 @@ class GapRow:
     wer: dict[str, float]
     """Split -> WER as a fraction, for the splits decoded so far."""
     command: str
+    qa_speech_acc: float | None = None
+    """Share of spoken questions the system answered right (None: no question set measured)."""
+    qa_text_acc: float | None = None
+    """The original LLM's share on the questions' text."""
 
     @property
     def accuracy(self) -> float | None:
@@ -87,14 +91,24 @@ def _figure(value: float | None, digits: int) -> str:
     return MISSING if value is None else f"{value:.{digits}f}"
 
 
+def _qa_cells(row: GapRow) -> list[str]:
+    if row.qa_speech_acc is None or row.qa_text_acc is None:
+        return [MISSING] * 3
+    return [_figure(100 * row.qa_speech_acc, 1), _figure(100 * row.qa_text_acc, 1),
+            _figure(100 * (row.qa_text_acc - row.qa_speech_acc), 1)]
+
+
 def render_gap(rows: Sequence[GapRow], plot: str | None) -> str:
     splits = first_seen(split for row in rows for split in row.wer)
-    lines = [table_line(["system", "made by", "speech acc", "text acc", "gap", "F", "M", "log M",
+    questions = any(row.qa_speech_acc is not None for row in rows)
+    qa_columns = ["QA speech", "QA text", "QA gap"] if questions else []
+    lines = [table_line(["system", "made by", "speech acc", "text acc", "gap", *qa_columns, "F", "M", "log M",
                          *(f"WER {s}" for s in splits), "test word acc"]),
-             table_line(["---", "---", *["---:"] * (len(splits) + 7)], escape=False)]
+             table_line(["---", "---", *["---:"] * (len(splits) + len(qa_columns) + 7)], escape=False)]
     for row in rows:
         lines.append(table_line([row.system, row.made_by, _figure(100 * row.speech_acc, 1),
-                                 _figure(100 * row.text_acc, 1), _figure(row.gap, 1), f"{row.forgetting:.4f}",
+                                 _figure(100 * row.text_acc, 1), _figure(row.gap, 1),
+                                 *(_qa_cells(row) if questions else []), f"{row.forgetting:.4f}",
                                  f"{row.misalignment:.4f}",
                                  _figure(math.log(row.misalignment) if row.misalignment > 0 else None, 3),
                                  *(_figure(100 * row.wer[s] if s in row.wer else None, 2) for s in splits),
@@ -104,10 +118,14 @@ def render_gap(rows: Sequence[GapRow], plot: str | None) -> str:
              "accuracy (100 - WER) on the speech, *text acc* the original LLM's on the transcripts in the same "
              "prompt, *gap* their difference in points; F = KL(original LLM on text || system's LLM on text) and "
              "M = KL(original LLM on text || system on speech), in nats per response token. *test word acc* is "
-             "100 - WER averaged over the decoded test splits; `-` where a system is not decoded yet.",
+             "100 - WER averaged over the decoded test splits; `-` where a system is not decoded yet. *QA*: "
+             "the share of spoken questions (held-out voices) the system answers right, asked with the question "
+             "set's instruction, against the original LLM on their text.",
              "\n".join(lines),
              " ".join([_verdict(rows, lambda row: 100 * row.speech_acc, "held-out speech accuracy"),
                        _verdict(rows, lambda row: row.accuracy, "test word accuracy"),
+                       *([_verdict(rows, lambda row: row.qa_speech_acc, "spoken-question accuracy")]
+                         if questions else []),
                        "(Negative: the less misaligned, the more accurate.)"])]
     if plot:
         parts.append(f"![accuracy against log M]({plot})")

@@ -34,6 +34,18 @@ if TYPE_CHECKING:
     from speechllm_cli.core.distill import Pair
     from speechllm_cli.core.encoders import CTCEncoder
     from speechllm_cli.core.speech_llm import SpeechLLM
+    from speechllm_cli.data.normalize import NormalizerConfig
+
+
+class QuestionsConfig(StrictModel):
+    """Spoken questions the original LLM answers well from text: the gap on a task other than the one trained."""
+
+    split: Name
+    text_set: Name
+    """A ``qa`` text set of ``split``: the question and its answer word."""
+    instruction: str = "Answer the question in one word."
+    limit: PositiveInt = 100
+    generation: GenerationConfig = GenerationConfig(max_new_tokens=24, length_ratio=4.0)
 
 
 class MeasureConfig(StrictModel):
@@ -46,6 +58,9 @@ class MeasureConfig(StrictModel):
     systems: list[Name] = []
     """Align systems measured besides those distillation starts from (e.g. every align system, so that log M
     can be set against accuracy across them all)."""
+    questions: QuestionsConfig | None = None
+    """Also ask every system spoken questions (its answers on the speech against the original LLM's on the
+    text)."""
 
 
 @dataclass(frozen=True)
@@ -65,25 +80,26 @@ def _held_out(context: Context, measure: MeasureConfig, encoder: CTCEncoder, tok
     from speechllm_cli.core.distill import Pair
     from speechllm_cli.core.feeds import Example
     from speechllm_cli.core.llm import encode_text, target_ids
-    from speechllm_cli.stages.front_end import split_posteriors
 
-    posteriors = split_posteriors(context, encoder, measure.split, context.config.model.lsd)
-    rows = [row for row in load_text_set(context, measure.text_set) if row["id"] in posteriors][:measure.limit]
-    if not rows:
-        raise SpeechLLMError(f"distill.measure: no utterance of split {measure.split!r} has a transcript in "
-                             f"text set {measure.text_set!r}")
-    pairs = [Pair(Example("speech", posteriors[row["id"]].lsd, target_ids(tokenizer, row["target"])),
+    rows = _spoken_rows(context, encoder, measure.split, measure.text_set, measure.limit)
+    pairs = [Pair(Example("speech", row["lsd"], target_ids(tokenizer, row["target"])),
                   encode_text(tokenizer, row["text"])) for row in rows]
     return HeldOut(pairs, [row["target"] for row in rows])
 
 
-def _accuracy(context: Context, references: list[str], hypotheses: list[str]) -> float:
-    """Word accuracy after the recipe's text normalisation (as ``score`` computes WER)."""
-    from speechllm_cli.data.normalize import NormalizerConfig, normalize
-    from speechllm_cli.metrics.asr import score_asr
+def _normalizer(context: Context) -> NormalizerConfig:
+    from speechllm_cli.data.normalize import NormalizerConfig
 
     text = context.config.prepare_text
-    normalizer = text.normalize if text is not None else NormalizerConfig()
+    return text.normalize if text is not None else NormalizerConfig()
+
+
+def _accuracy(context: Context, references: list[str], hypotheses: list[str]) -> float:
+    """Word accuracy after the recipe's text normalisation (as ``score`` computes WER)."""
+    from speechllm_cli.data.normalize import normalize
+    from speechllm_cli.metrics.asr import score_asr
+
+    normalizer = _normalizer(context)
     triples = [(str(i), normalize(ref, normalizer), normalize(hyp, normalizer))
                for i, (ref, hyp) in enumerate(zip(references, hypotheses, strict=True))]
     return 1 - score_asr(triples)[0].wer
@@ -94,6 +110,49 @@ def _answers(context: Context, model: SpeechLLM, tokenizer: Any, encoder: CTCEnc
     from speechllm_cli.core.feeds import generate_texts
 
     return generate_texts(model, tokenizer, examples, encoder.vocab_size, batch_size, generation, context.track, what)
+
+
+def _spoken_rows(context: Context, encoder: CTCEncoder, split: str, text_set: str,
+                 limit: int) -> list[dict[str, Any]]:
+    """The first ``limit`` rows of ``text_set`` with their LSD from ``split``."""
+    from speechllm_cli.stages.front_end import split_posteriors
+
+    posteriors = split_posteriors(context, encoder, split, context.config.model.lsd)
+    rows = [{**row, "lsd": posteriors[row["id"]].lsd} for row in load_text_set(context, text_set)
+            if row["id"] in posteriors][:limit]
+    if not rows:
+        raise SpeechLLMError(f"distill.measure: no utterance of split {split!r} has a row in text set {text_set!r}")
+    return rows
+
+
+def _questions(context: Context, model: SpeechLLM, tokenizer: Any, encoder: CTCEncoder, questions: QuestionsConfig,
+               batch_size: int, system: str) -> dict[str, Any]:
+    """Answer accuracy of ``system`` on the spoken questions and of the original LLM on their text, asked with
+    the questions' instruction in place of the one the system was trained with."""
+    from speechllm_cli.core.distill import adapters_off
+    from speechllm_cli.core.feeds import Example
+    from speechllm_cli.core.llm import encode_text
+    from speechllm_cli.data.normalize import normalize
+    from speechllm_cli.metrics.qa import answer_accuracy
+    from speechllm_cli.stages.speech_llm_io import prompt_for
+
+    rows = _spoken_rows(context, encoder, questions.split, questions.text_set, questions.limit)
+    trained = model.prompt
+    model.prompt = prompt_for(tokenizer, questions.instruction, context.config.model)
+    try:
+        speech = _answers(context, model, tokenizer, encoder, [Example("speech", row["lsd"], []) for row in rows],
+                          questions.generation, batch_size, f"{system}: answering the spoken questions")
+        with adapters_off(model.llm):
+            text = _answers(context, model, tokenizer, encoder,
+                            [Example("text", encode_text(tokenizer, row["text"]), []) for row in rows],
+                            questions.generation, batch_size, "original LLM: answering the questions")
+    finally:
+        model.prompt = trained
+    normalizer = _normalizer(context)
+    answers = [normalize(row["target"], normalizer) for row in rows]
+    return {"qa_speech_acc": round(answer_accuracy(answers, [normalize(r, normalizer) for r in speech]), 5),
+            "qa_text_acc": round(answer_accuracy(answers, [normalize(r, normalizer) for r in text]), 5),
+            "qa_questions": len(rows)}
 
 
 def measure_gap(context: Context, system: str, measure: MeasureConfig, generation: GenerationConfig,
@@ -116,7 +175,9 @@ def measure_gap(context: Context, system: str, measure: MeasureConfig, generatio
             "M": round(misalignment(model, held_out.pairs, batch_size), 5),
             "speech_acc": round(_accuracy(context, held_out.references, speech), 5),
             "text_acc": round(_accuracy(context, held_out.references, text), 5),
-            "utterances": len(held_out.pairs), "command": context.command}
+            "utterances": len(held_out.pairs), "command": context.command,
+            **(_questions(context, model, tokenizer, encoder, measure.questions, batch_size, system)
+               if measure.questions is not None else {})}
 
 
 def gap_units(context: Context, systems: list[str], measure: MeasureConfig, generation: GenerationConfig,
@@ -126,6 +187,8 @@ def gap_units(context: Context, systems: list[str], measure: MeasureConfig, gene
                 "generation": generation.model_dump(mode="json"), "model": context.config.model.model_dump(mode="json"),
                 "instruction": context.section("align").instruction}
     inputs = [encoder_dir(context), cuts_path(context, measure.split), text_set_path(context, measure.text_set)]
+    if measure.questions is not None:
+        inputs += [cuts_path(context, measure.questions.split), text_set_path(context, measure.questions.text_set)]
     return [Unit(f"gap/{name}", gap_dir(context, name), settings, [*inputs, system_dir(context, name)],
                  lambda name=name: measure_gap(context, name, measure, generation, batch_size))
             for name in systems]

@@ -113,7 +113,8 @@ def _gap_rows(context: Context, outcomes: list[Any]) -> list[GapRow]:
                 f", {chosen['selection']} {chosen['spoken']} utt" if chosen else "")
         stats = measured["stats"]
         rows.append(GapRow(name, how, stats["F"], stats["M"], stats["speech_acc"], stats["text_acc"],
-                           wer.get(name, {}), stats.get("command", "")))
+                           wer.get(name, {}), stats.get("command", ""), stats.get("qa_speech_acc"),
+                           stats.get("qa_text_acc")))
     return rows
 
 

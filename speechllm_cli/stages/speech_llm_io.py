@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from speechllm_cli.common.cache import cache_root
 from speechllm_cli.common.errors import SpeechLLMError
@@ -12,7 +12,7 @@ from speechllm_cli.stages.runner import MARKER, Context
 if TYPE_CHECKING:
     from speechllm_cli.core.configs import ModelConfig
     from speechllm_cli.core.encoders import CTCEncoder
-    from speechllm_cli.core.speech_llm import SpeechLLM
+    from speechllm_cli.core.speech_llm import Prompt, SpeechLLM
 
 
 def llm_cache_dir() -> Path:
@@ -38,9 +38,9 @@ def build_speech_llm(config: ModelConfig, instruction: str, encoder: CTCEncoder)
 
     The projector lives where the LLM was loaded (a GPU when there is one), so decoding needs no training
     wrapper to move it there."""
-    from speechllm_cli.core.llm import build_prompt, end_of_turn_id, load_llm
+    from speechllm_cli.core.llm import load_llm
     from speechllm_cli.core.projector import UnitLookup, build_projector, unit_text_embeddings
-    from speechllm_cli.core.speech_llm import Prompt, SpeechLLM
+    from speechllm_cli.core.speech_llm import SpeechLLM
 
     llm, tokenizer = load_llm(config.llm, llm_cache_dir())
     embeddings = llm.get_input_embeddings()
@@ -48,10 +48,19 @@ def build_speech_llm(config: ModelConfig, instruction: str, encoder: CTCEncoder)
         embeddings.weight.device)
     if isinstance(projector, UnitLookup):
         projector.init_from_embeddings(unit_text_embeddings(encoder.units(), tokenizer, embeddings))
-    template = build_prompt(tokenizer, instruction, config.llm.system_prompt)
-    prompt = Prompt(template.prefix_ids, template.suffix_ids, end_of_turn_id(tokenizer))
+    prompt = prompt_for(tokenizer, instruction, config)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else prompt.end_of_turn
     return SpeechLLM(llm, projector, prompt, pad), tokenizer
+
+
+def prompt_for(tokenizer: Any, instruction: str, config: ModelConfig) -> Prompt:
+    """The chat prompt around the inserted positions for ``instruction``: a trained system can be asked
+    another task by swapping its ``prompt``."""
+    from speechllm_cli.core.llm import build_prompt, end_of_turn_id
+    from speechllm_cli.core.speech_llm import Prompt
+
+    template = build_prompt(tokenizer, instruction, config.llm.system_prompt)
+    return Prompt(template.prefix_ids, template.suffix_ids, end_of_turn_id(tokenizer))
 
 
 def save_trained(model: SpeechLLM, folder: Path, vocab_size: int, config: ModelConfig) -> None:

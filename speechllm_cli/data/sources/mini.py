@@ -27,7 +27,7 @@ from speechllm_cli.data.tts import Synthesis, Voice, render_all, short_hash
 class DomainConfig(StrictModel):
     generator: str
     """A text generator: kjv (the King James Bible), commands or commands-de (assistant commands in English
-    or German with SLU frames)."""
+    or German with SLU frames), questions (short questions with one-word answers)."""
     min_words: PositiveInt = 1
     max_words: PositiveInt = 1000
     lang: str = "en"
@@ -129,7 +129,7 @@ class MiniSource:
         corpus = self.config.corpora[name]
         lang = self.config.domains[corpus.domain].lang
         return [{"id": f"{name}-{i:06d}", "text": item.text, "lang": lang, "domain": corpus.domain,
-                 "custom": {"slu": item.target} if item.target else {}}
+                 "custom": {item.label: item.target} if item.target else {}}
                 for i, item in enumerate(self._allocation[name])]
 
     def _plan(self, split: str) -> list[tuple[Utterance, Synthesis]]:
@@ -146,7 +146,7 @@ class MiniSource:
             audio = self.audio_dir / split / f"{utt_id}-{short_hash(item.text, voice, rate, pitch, snr)}.flac"
             custom: dict[str, Any] = {"domain": spec.domain, "voice": f"{voice.engine}:{voice.name}"}
             if item.target:
-                custom["slu"] = item.target
+                custom[item.label] = item.target
             utt = Utterance(id=utt_id, audio=audio, text=item.text, where=f"mini split {split} #{index}",
                             speaker=voice.slug, language=domain.lang, custom=custom)
             plan.append((utt, Synthesis(audio, item.text, voice, rate, pitch, snr, utt_id)))

@@ -12,6 +12,7 @@ from speechllm_cli.data.text_domains.base import TextItem
 from speechllm_cli.data.text_domains.commands import command_items
 from speechllm_cli.data.text_domains.commands_de import command_items_de
 from speechllm_cli.data.text_domains.kjv import kjv_items
+from speechllm_cli.data.text_domains.questions import question_items
 
 TextGenerator = Callable[[int], list[TextItem]]
 
@@ -19,6 +20,7 @@ GENERATORS: dict[str, TextGenerator] = {
     "kjv": kjv_items,
     "commands": command_items,
     "commands-de": command_items_de,
+    "questions": question_items,
 }
 
 __all__ = ["GENERATORS", "TextGenerator", "TextItem"]

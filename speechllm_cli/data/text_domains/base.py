@@ -10,3 +10,5 @@ class TextItem:
     text: str
     target: str | None = None
     """A task output for the text, e.g. an SLU frame as a JSON string; None for plain transcripts."""
+    label: str = "slu"
+    """The manifest field (``custom.<label>``) the target is kept in: ``slu`` frames, ``answer`` words."""
