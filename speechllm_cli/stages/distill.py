@@ -33,7 +33,7 @@ from speechllm_cli.data.tts import SpeakConfig
 from speechllm_cli.stages.gap import MeasureConfig, gap_units
 from speechllm_cli.stages.inputs import cuts_path, encoder_dir, load_text_set, load_trained_encoder, text_set_path
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
-from speechllm_cli.stages.speech_llm_io import load_trained, save_trained, system_dir
+from speechllm_cli.stages.speech_llm_io import load_trained, prompt_for, save_trained, system_dir
 
 if TYPE_CHECKING:
     from speechllm_cli.core.distill import Pair
@@ -57,6 +57,10 @@ class DistillSystemConfig(StrictModel):
     """``tts`` only: which texts, and how many, get spoken."""
     speech: SpeakConfig | None = None
     """``tts`` only: the voices that speak them (the recipe's training voices)."""
+    instruction: str | None = None
+    """The user turn both teacher and student are asked in (default: align's). SALAD distils the LLM's own
+    behaviour: with ``loss.responses: teacher`` and a general instruction, the student learns to answer speech
+    as the LLM answers text, not only to transcribe."""
     text_share: float = Field(0.0, ge=0.0, lt=1.0)
     """Share of training items that are plain text (the transcript on both sides), against forgetting; needs
     LoRA (a frozen LLM has nothing for them to train)."""
@@ -198,6 +202,8 @@ def _distill_system(context: Context, config: DistillStageConfig, name: str) -> 
     encoder = load_trained_encoder(context)
     seed_everything(config.train.seed)
     model, tokenizer = load_trained(context, encoder, system.init)
+    if system.instruction is not None:
+        model.prompt = prompt_for(tokenizer, system.instruction, context.config.model)
     folder = distill_dir(context, name)
     student = Student(context, config, system, encoder, model, tokenizer, folder)
     content = CONTENT[system.input](student)
