@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import REPO, SPEECHLLM, load_cuts
 
@@ -754,6 +755,17 @@ def test_stage_two_speaks_the_budget_chosen_by_misalignment_or_at_random_and_cou
     done = json.loads((work / "distill/salad_active/.done").read_text())["stats"]
     assert done["skipped"]["empty_cluster"] == 2
     assert done["selection"]["spoken"] == 6 and [c["texts"] for c in done["selection"]["clusters"]].count(0) == 2
+
+    # Another instruction is another prompt for teacher and student: the same items train other weights.
+    from safetensors.torch import load_file
+
+    lora = work / "distill/salad_text/lora/adapter_model.safetensors"
+    before = load_file(str(lora))
+    result = _speechllm("distill", "--recipe", "tiny", "--exp-dir", work, "--system", "salad_text",
+                        "--set", "distill.systems.salad_text.instruction=Reply in one short sentence.")
+    assert result.returncode == 0, result.stderr
+    after = load_file(str(lora))
+    assert any(not torch.equal(after[key], tensor) for key, tensor in before.items())
 
 
 def test_distill_settings_that_cannot_work_are_one_line(tiny) -> None:
