@@ -85,7 +85,7 @@ def test_rerun_skips_finished_stages(tiny) -> None:
     before = {m: m.stat().st_mtime_ns for m in markers}
     result = _run(exp.parent.parent)
     assert result.returncode == 0, result.stderr
-    assert "prepare-data: 12 outputs (12 up to date)" in result.stdout
+    assert "prepare-data: 13 outputs (13 up to date)" in result.stdout
     assert result.stdout.count("up to date") >= 12 + 10 + 1 + 1 + 4 + 18 + 24 + 18
     assert " done " not in result.stdout
     assert {m: m.stat().st_mtime_ns for m in markers} == before
@@ -589,7 +589,7 @@ def test_a_deleted_marker_over_unchanged_inputs_redoes_only_that_unit(tiny, tmp_
     (copy / "data/train/.done").unlink()
     prepared = _speechllm("prepare-data", "--recipe", "tiny", "--exp-dir", copy)
     assert prepared.returncode == 0, prepared.stderr
-    assert "prepare-data: 12 outputs (11 up to date)" in prepared.stdout
+    assert "prepare-data: 13 outputs (12 up to date)" in prepared.stdout
     text = _speechllm("prepare-text", "--recipe", "tiny", "--exp-dir", copy, "--force")
     assert text.returncode == 0, text.stderr
     assert (cuts.read_bytes(), tokenizer.read_bytes()) == before
