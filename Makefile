@@ -24,7 +24,7 @@ mini-tts: mini
 	recipes/mini/run.sh --stage 8
 	@cat exp/mini/RESULTS.md
 
-# What `make mini` runs, plus SALAD distillation (about 50 minutes more): salad_half (text only), then
+# What `make mini` runs, plus SALAD distillation (about 55 minutes more): salad_half (text only), then
 # salad_active and salad_random (200 synthesized utterances each) and salad_chat (the LLM's own answers),
 # with the text-speech gap of every system, decoded and scored (recipes/mini/README.md).
 mini-distill: mini
