@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -115,6 +115,8 @@ class Student:
     model: SpeechLLM
     tokenizer: Any
     folder: Path
+    answered: dict[str, list[int]] = field(default_factory=dict)
+    """The teacher's responses by row id, so that probes measured during selection are not answered again."""
 
 
 def _rows(student: Student) -> list[dict[str, Any]]:
@@ -186,9 +188,13 @@ def _responses(student: Student, rows: list[dict[str, Any]], transcripts: list[l
     from speechllm_cli.core.distill import teacher_responses
     from speechllm_cli.core.llm import target_ids
 
-    if student.system.loss.responses == "teacher":
-        return teacher_responses(student.model, transcripts, student.config.generation, student.config.batch_size)
-    return [target_ids(student.tokenizer, row["target"]) for row in rows]
+    if student.system.loss.responses == "target":
+        return [target_ids(student.tokenizer, row["target"]) for row in rows]
+    new = [i for i, row in enumerate(rows) if row["id"] not in student.answered]
+    answers = teacher_responses(student.model, [transcripts[i] for i in new], student.config.generation,
+                                student.config.batch_size)
+    student.answered.update({rows[i]["id"]: answer for i, answer in zip(new, answers, strict=True)})
+    return [student.answered[row["id"]] for row in rows]
 
 
 def _distill_system(context: Context, config: DistillStageConfig, name: str) -> dict[str, Any]:

@@ -26,7 +26,14 @@ from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.names import Name
 from speechllm_cli.core.configs import GenerationConfig
-from speechllm_cli.stages.inputs import cuts_path, encoder_dir, load_text_set, load_trained_encoder, text_set_path
+from speechllm_cli.stages.inputs import (
+    cuts_path,
+    encoder_dir,
+    load_text_set,
+    load_trained_encoder,
+    text_normalizer,
+    text_set_path,
+)
 from speechllm_cli.stages.runner import Context, Unit
 from speechllm_cli.stages.speech_llm_io import load_trained, system_dir
 
@@ -34,7 +41,6 @@ if TYPE_CHECKING:
     from speechllm_cli.core.distill import Pair
     from speechllm_cli.core.encoders import CTCEncoder
     from speechllm_cli.core.speech_llm import SpeechLLM
-    from speechllm_cli.data.normalize import NormalizerConfig
 
 
 class QuestionsConfig(StrictModel):
@@ -87,19 +93,12 @@ def _held_out(context: Context, measure: MeasureConfig, encoder: CTCEncoder, tok
     return HeldOut(pairs, [row["target"] for row in rows])
 
 
-def _normalizer(context: Context) -> NormalizerConfig:
-    from speechllm_cli.data.normalize import NormalizerConfig
-
-    text = context.config.prepare_text
-    return text.normalize if text is not None else NormalizerConfig()
-
-
 def _accuracy(context: Context, references: list[str], hypotheses: list[str]) -> float:
     """Word accuracy after the recipe's text normalisation (as ``score`` computes WER)."""
     from speechllm_cli.data.normalize import normalize
     from speechllm_cli.metrics.asr import score_asr
 
-    normalizer = _normalizer(context)
+    normalizer = text_normalizer(context)
     triples = [(str(i), normalize(ref, normalizer), normalize(hyp, normalizer))
                for i, (ref, hyp) in enumerate(zip(references, hypotheses, strict=True))]
     return 1 - score_asr(triples)[0].wer
@@ -148,7 +147,7 @@ def _questions(context: Context, model: SpeechLLM, tokenizer: Any, encoder: CTCE
                             questions.generation, batch_size, "original LLM: answering the questions")
     finally:
         model.prompt = trained
-    normalizer = _normalizer(context)
+    normalizer = text_normalizer(context)
     answers = [normalize(row["target"], normalizer) for row in rows]
     return {"qa_speech_acc": round(answer_accuracy(answers, [normalize(r, normalizer) for r in speech]), 5),
             "qa_text_acc": round(answer_accuracy(answers, [normalize(r, normalizer) for r in text]), 5),

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import read_jsonl
+from speechllm_cli.data.normalize import NormalizerConfig
 from speechllm_cli.stages.runner import Context
 
 if TYPE_CHECKING:
@@ -38,6 +39,13 @@ def load_text_set(context: Context, name: str) -> list[dict[str, Any]]:
     if not path.is_file():
         raise SpeechLLMError(f"{path}: text set {name!r} does not exist (run prepare-text first)")
     return read_jsonl(path)
+
+
+def text_normalizer(context: Context) -> NormalizerConfig:
+    """The recipe's text normalisation (``prepare_text.normalize``), which made the training targets: what
+    every reference and hypothesis goes through before it is scored."""
+    text = context.config.prepare_text
+    return text.normalize if text is not None else NormalizerConfig()
 
 
 def encoder_dir(context: Context) -> Path:

@@ -26,6 +26,7 @@ from speechllm_cli.stages.curriculum.config import CurriculumConfig, cells
 from speechllm_cli.stages.decode import DecodeConfig, decode_dir
 from speechllm_cli.stages.distill import measured_systems
 from speechllm_cli.stages.gap import gap_dir
+from speechllm_cli.stages.inputs import text_normalizer
 from speechllm_cli.stages.runner import MARKER, Context, StageResult, Unit, read_marker, run_units, status
 from speechllm_cli.stages.speech_llm_io import speech_llm_names, system_dir
 
@@ -75,7 +76,7 @@ def _mismatch(context: Context) -> str | None:
 def _score_asr(context: Context, decode: DecodeConfig) -> tuple[list[Any], list[list[str]], int]:
     """Scores of every system x split decoded so far; those of decode.systems not decoded yet are counted, not
     guessed. Other align and distill systems (decoded with ``--set decode.systems=...``) are scored too."""
-    normalizer = context.config.prepare_text.normalize if context.config.prepare_text else NormalizerConfig()
+    normalizer = text_normalizer(context)
     systems = [*decode.systems, *(name for name in speech_llm_names(context) if name not in decode.systems)]
     pairs = [(system, split) for system in systems for split in decode.splits]
     decoded = [(system, split) for system, split in pairs

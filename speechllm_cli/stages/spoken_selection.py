@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,8 +43,8 @@ class Spoken:
     """The pool rows that were spoken and kept (each with its ``lsd``), and how they were chosen."""
 
     rows: list[Row]
-    stats: dict[str, Any] = field(default_factory=dict)
-    skipped: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, Any]
+    skipped: dict[str, int]
 
 
 def speak(context: Context, encoder: CTCEncoder, rows: Sequence[Row], keys: Sequence[str], speech: SpeakConfig,
@@ -58,11 +58,10 @@ def speak(context: Context, encoder: CTCEncoder, rows: Sequence[Row], keys: Sequ
     audio = AudioFiles([job.path for job in jobs])
     usable = [i for i, seconds in enumerate(audio.seconds) if MIN_SECONDS <= seconds <= MAX_SECONDS]
     lsd: list[torch.Tensor | None] = [None] * len(rows)
-    if usable:
-        for index, encoded in encode(encoder, Subset(audio, usable), context.config.model.lsd, context.track,
-                                     f"encoding {what}"):
-            if encoded.lsd.shape[0] > 0:
-                lsd[usable[index]] = encoded.lsd
+    for index, encoded in encode(encoder, Subset(audio, usable), context.config.model.lsd, context.track,
+                                 f"encoding {what}"):
+        if encoded.lsd.shape[0] > 0:
+            lsd[usable[index]] = encoded.lsd
     return lsd
 
 
