@@ -24,10 +24,13 @@ mini-tts: mini
 	recipes/mini/run.sh --stage 8
 	@cat exp/mini/RESULTS.md
 
-# What `make mini` runs, plus SALAD distillation (about 55 minutes more): salad_half (text only), then
-# salad_active and salad_random (200 synthesized utterances each) and salad_chat (the LLM's own answers),
-# with the text-speech gap of every system, decoded and scored (recipes/mini/README.md).
+# What `make mini` runs, plus SALAD distillation (about 65 minutes more): two curriculum-finetune cells,
+# salad_half (text only), then salad_active and salad_random (200 synthesized utterances each) and salad_chat
+# (the LLM's own answers), with the text-speech gap of every system, decoded and scored
+# (recipes/mini/README.md).
 mini-distill: mini
+	.venv/bin/speechllm curriculum-finetune --recipe mini --track en --scheme text-only --budget 0
+	.venv/bin/speechllm curriculum-finetune --recipe mini --track en --scheme curriculum --budget 25
 	.venv/bin/speechllm distill --recipe mini --system salad_active --system salad_random --system salad_chat
 	.venv/bin/speechllm decode --recipe mini --set 'decode.systems=[salad_half,salad_active,salad_random,salad_chat]'
 	recipes/mini/run.sh --stage 8

@@ -768,6 +768,47 @@ def test_stage_two_speaks_the_budget_chosen_by_misalignment_or_at_random_and_cou
     assert any(not torch.equal(after[key], tensor) for key, tensor in before.items())
 
 
+def test_a_curriculum_cell_is_measured_and_distilled_like_any_speech_llm(tiny, tmp_path: Path) -> None:
+    """Issue 13: F and M of curriculum-finetune systems, and a student initialised from one."""
+    exp, _ = tiny
+    work = _copy_aligned(exp, tmp_path / "exp")
+    for stage in ("curriculum", "decode"):
+        shutil.copytree(exp / stage, work / stage)
+    cell = "en/curriculum/b100"
+    result = _speechllm("distill", "--recipe", "tiny", "--exp-dir", work, "--system", "salad_text",
+                        "--set", f"distill.systems.salad_text.init={cell}",
+                        "--set", "distill.measure.systems=[tasu, en/text-only/b0]")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((work / "distill/salad_text/.done").read_text())["stats"]["init"] == cell
+    gap = {name: json.loads((work / "gap/_cells" / name / ".done").read_text())["stats"]
+           for name in ("en/text-only/b0", cell)}
+    tasu = json.loads((work / "gap/tasu/.done").read_text())["stats"]
+    for measured in gap.values():
+        assert measured["F"] > 0 and measured["M"] > 0 and measured["utterances"] == 6
+        assert measured["text_acc"] == tasu["text_acc"], "the original LLM, whichever system is measured"
+    assert gap[cell]["F"] != gap["en/text-only/b0"]["F"] != tasu["F"]
+    assert (scored := _speechllm("score", "--recipe", "tiny", "--exp-dir", work, "--set",
+                                 "distill.measure.systems=[tasu, en/text-only/b0]", "--set",
+                                 f"distill.systems.salad_text.init={cell}")).returncode == 0, scored.stderr
+    results = (work / "RESULTS.md").read_text()
+    for row in (f"| {cell} | curriculum-finetune | ", "| en/text-only/b0 | curriculum-finetune | ",
+                f"| salad_text | {cell} + simulated | "):
+        assert row in results
+
+    (work / "curriculum/en/direct-mix/b25/cell.json").unlink()
+    for setting, message in (("distill.measure.systems=[en/nope/b0]",
+                              "distill.measure.systems: 'en/nope/b0': not a cell of curriculum_finetune"),
+                             ("distill.measure.systems=[en/direct-mix/b25]",
+                              "cell en/direct-mix/b25 has not been run (speechllm curriculum-finetune --track en "
+                              "--scheme direct-mix --budget 25)"),
+                             ("distill.systems.salad_text.init=en/x/b5",
+                              "distill.systems.salad_text.init: 'en/x/b5': not a cell")):
+        result = _speechllm("distill", "--recipe", "tiny", "--exp-dir", work, "--system", "salad_text",
+                            "--set", setting)
+        assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert message in result.stderr, result.stderr
+
+
 def test_distill_settings_that_cannot_work_are_one_line(tiny) -> None:
     exp, _ = tiny
     for setting, message in (

@@ -28,6 +28,25 @@ def check_name(name: str) -> str:
 Name = Annotated[str, AfterValidator(check_name)]
 """A config field (or mapping key) whose value names a folder or file of the experiment."""
 
+_CELL_BUDGET = re.compile(r"b[0-9]+(\.[0-9]+)?")
+
+
+def check_system(system: str) -> str:
+    """``system`` if it names an align or distill system (a plain name) or a curriculum-finetune cell
+    (``track/scheme/b<budget>``, both plain names)."""
+    parts = system.split("/")
+    if len(parts) == 3 and _CELL_BUDGET.fullmatch(parts[2]):
+        for part in parts[:2]:
+            check_name(part)
+        return system
+    if len(parts) > 1:
+        raise ValueError(f"{system!r} is neither a system name nor a cell as track/scheme/b<budget>")
+    return check_name(system)
+
+
+SystemName = Annotated[str, AfterValidator(check_system)]
+"""A trained speech LLM: an align or distill system, or a curriculum-finetune cell (``en/curriculum/b25``)."""
+
 
 def inside(root: Path, path: Path) -> Path:
     """``path`` if it resolves inside ``root``; every write or delete of a stage goes through a checked path."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from speechllm_cli.stages.curriculum.cells import Runner
 from speechllm_cli.stages.curriculum.config import CurriculumConfig, cells
-from speechllm_cli.stages.curriculum.plan import curriculum_dir
+from speechllm_cli.stages.curriculum.records import curriculum_dir
 from speechllm_cli.stages.runner import Context, StageResult
 
 

@@ -1,6 +1,7 @@
 """``distill``: cross-modal distillation (SALAD) from the original LLM into a trained speech LLM.
 
-A student starts from an ``align`` system, or from an earlier ``distill`` system to continue it. It reads the
+A student starts from an ``align`` system, a ``curriculum-finetune`` cell, or an earlier ``distill`` system to
+continue it. It reads the
 content of a text set as real speech of a split (``speech``), as speech the stage synthesizes from texts it
 selects (``tts``: SALAD's stage II, active selection or the random control, ``stages.spoken_selection``), or
 as posteriors simulated the way its align system was trained (``simulated``: text-only distillation, which
@@ -25,11 +26,12 @@ from pydantic import Field, PositiveInt, model_validator
 
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
-from speechllm_cli.common.names import Name
+from speechllm_cli.common.names import Name, SystemName
 from speechllm_cli.core.configs import DistillConfig, GenerationConfig
 from speechllm_cli.core.train_config import TrainConfig
 from speechllm_cli.data.selection import SelectionConfig
 from speechllm_cli.data.tts import SpeakConfig
+from speechllm_cli.stages.curriculum.records import cell_of
 from speechllm_cli.stages.gap import MeasureConfig, gap_units
 from speechllm_cli.stages.inputs import cuts_path, encoder_dir, load_text_set, load_trained_encoder, text_set_path
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
@@ -42,9 +44,9 @@ if TYPE_CHECKING:
 
 
 class DistillSystemConfig(StrictModel):
-    init: Name
-    """The system the student starts from (its projector and LoRA): an align system, or a distill system
-    listed before this one."""
+    init: SystemName
+    """The system the student starts from (its projector and LoRA): an align system, a curriculum-finetune
+    cell (``en/curriculum/b25``, run before), or a distill system listed before this one."""
     input: Literal["speech", "tts", "simulated"]
     """What the student reads: the LSD posteriors of ``split``'s speech, of speech synthesized from texts
     ``selection`` chose, or posteriors simulated from the text as the align system below ``init`` was trained
@@ -223,7 +225,7 @@ def _distill_system(context: Context, config: DistillStageConfig, name: str) -> 
     pairs = _pairs(rows, system, responses, transcripts, encoder, config.train.seed)
     if not pairs:
         raise SpeechLLMError(f"distill.systems.{name}: no usable training items ({skipped or 'no text'})")
-    simulate = simulation(context, align, align.systems[align_root(config, name)], encoder.vocab_size)
+    simulate = simulation(context, align, align.systems[align_under(context, config, name)], encoder.vocab_size)
     model.train()
     job = TrainJob(distill.Distiller(model, system.loss), pairs, [len(p) for p in pairs],
                    distill.pair_collate(simulate), distill.loss, folder, align.precision)
@@ -245,10 +247,24 @@ def _inputs(context: Context, config: DistillStageConfig, system: DistillSystemC
     return paths
 
 
-def align_root(config: DistillStageConfig, name: str) -> str:
-    """The align system under a distill system: its ``init``, or the root of the distill system it continues."""
+def start_of(config: DistillStageConfig, name: str) -> str:
+    """The system a distill system's chain starts from (an align system or a cell): its ``init``, or the start of
+    the distill system it continues."""
     init = config.systems[name].init
-    return align_root(config, init) if init in config.systems else init
+    return start_of(config, init) if init in config.systems else init
+
+
+def align_under(context: Context, config: DistillStageConfig, name: str) -> str:
+    """The align system whose settings (and simulation, for text-only input) a distill system follows: its
+    start, or the align system the starting cell was fine-tuned from."""
+    start = start_of(config, name)
+    if cell_of(context, start) is None:
+        return start
+    init = context.section("curriculum_finetune").init
+    if init is None:
+        raise SpeechLLMError(f"distill.systems.{name}.init: cell {start} was trained from scratch "
+                             "(curriculum_finetune.init is null); distill needs the align system under it")
+    return init
 
 
 def _check(context: Context, config: DistillStageConfig) -> None:
@@ -256,9 +272,11 @@ def _check(context: Context, config: DistillStageConfig) -> None:
     known = align.systems if align is not None else {}
     earlier: set[str] = set()
     for name, system in config.systems.items():
-        if system.init not in known and system.init not in earlier:
+        if (system.init not in known and system.init not in earlier
+                and not _is_cell(context, f"distill.systems.{name}.init", system.init)):
             raise SpeechLLMError(f"distill.systems.{name}.init: {system.init!r} is neither an align system nor a "
                                  "distill system listed before it")
+        align_under(context, config, name)
         earlier.add(name)
         if name in known:
             raise SpeechLLMError(f"distill.systems.{name}: the name is an align system's; decode could not tell "
@@ -266,12 +284,23 @@ def _check(context: Context, config: DistillStageConfig) -> None:
         if system.text_share > 0 and context.config.model.llm.lora is None:
             raise SpeechLLMError(f"distill.systems.{name}.text_share: plain-text items need model.llm.lora "
                                  "(a frozen LLM has nothing for them to train)")
+    for measured in config.measure.systems if config.measure is not None else []:
+        _is_cell(context, "distill.measure.systems", measured)
+
+
+def _is_cell(context: Context, key: str, system: str) -> bool:
+    """Whether ``system`` names a cell; a name of a cell the sweep does not have is an error naming ``key``."""
+    try:
+        return cell_of(context, system) is not None
+    except SpeechLLMError as error:
+        raise SpeechLLMError(f"{key}: {error}") from None
 
 
 def measured_systems(config: DistillStageConfig) -> list[str]:
-    """Whose gap is measured: ``measure.systems``, then each distill system after the align system under it."""
+    """Whose gap is measured: ``measure.systems``, then each distill system after the system its chain starts
+    from."""
     named = [*(config.measure.systems if config.measure else []),
-             *(n for name in config.systems for n in (align_root(config, name), name))]
+             *(n for name in config.systems for n in (start_of(config, name), name))]
     return list(dict.fromkeys(named))
 
 
@@ -288,7 +317,7 @@ def run(context: Context) -> StageResult:
               "calibrated": align.calibrated.model_dump(mode="json"), "precision": align.precision}
     units = [Unit(f"distill/{name}", distill_dir(context, name),
                   {**shared, "system": system.model_dump(mode="json"),
-                   "init": align.systems[align_root(config, name)].model_dump(mode="json")},
+                   "init": align.systems[align_under(context, config, name)].model_dump(mode="json")},
                   _inputs(context, config, system), lambda name=name: _distill_system(context, config, name))
              for name, system in config.systems.items()]
     trained = run_units(context, units)

@@ -1,6 +1,6 @@
 """The text-speech gap of a trained speech LLM, measured on held-out speech (METHODS.md §4).
 
-For each system (an align system, or a distill system) one unit measures, on the same utterances:
+For each system (an align or distill system, or a curriculum-finetune cell) one unit measures, on the same utterances:
 
 - forgetting F: KL(original LLM on the transcript || the system's LLM on the transcript);
 - misalignment M: KL(original LLM on the transcript || the system on the speech);
@@ -24,8 +24,9 @@ from pydantic import PositiveInt
 
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
-from speechllm_cli.common.names import Name
+from speechllm_cli.common.names import Name, SystemName
 from speechllm_cli.core.configs import GenerationConfig
+from speechllm_cli.stages.curriculum.records import cell_of
 from speechllm_cli.stages.inputs import (
     cuts_path,
     encoder_dir,
@@ -61,9 +62,10 @@ class MeasureConfig(StrictModel):
     text_set: Name
     limit: PositiveInt = 64
     """The first N utterances only: M needs a teacher and a student pass per utterance."""
-    systems: list[Name] = []
-    """Align systems measured besides those distillation starts from (e.g. every align system, so that log M
-    can be set against accuracy across them all)."""
+    systems: list[SystemName] = []
+    """Systems measured besides those distillation starts from (e.g. every align system and a few
+    curriculum-finetune cells, ``en/curriculum/b25``, so that log M can be set against accuracy across them
+    all). Every system is asked in align's instruction, whatever it was trained on."""
     questions: QuestionsConfig | None = None
     """Also ask every system spoken questions (its answers on the speech against the original LLM's on the
     text)."""
@@ -79,7 +81,8 @@ class HeldOut:
 
 
 def gap_dir(context: Context, system: str) -> Path:
-    return context.exp_dir / "gap" / system
+    """``gap/<system>``; a cell's under ``gap/_cells``, a folder no system name can take."""
+    return context.exp_dir / "gap" / ("_cells/" + system if cell_of(context, system) else system)
 
 
 def _held_out(context: Context, measure: MeasureConfig, encoder: CTCEncoder, tokenizer: Any) -> HeldOut:

@@ -21,8 +21,8 @@ from speechllm_cli.metrics.results import ResultRow, first_seen, render_results
 from speechllm_cli.metrics.slu import score_slu
 from speechllm_cli.metrics.slu_report import SLURow, plot_slu, render_slu
 from speechllm_cli.stages.calibrate import MISMATCH_PLOT, calibration_dir
-from speechllm_cli.stages.curriculum.cells import read_cell
 from speechllm_cli.stages.curriculum.config import CurriculumConfig, cells
+from speechllm_cli.stages.curriculum.records import cell_of, read_cell
 from speechllm_cli.stages.decode import DecodeConfig, decode_dir
 from speechllm_cli.stages.distill import measured_systems
 from speechllm_cli.stages.gap import gap_dir
@@ -106,7 +106,7 @@ def _gap_rows(context: Context, outcomes: list[Any]) -> list[GapRow]:
         measured = read_marker(gap_dir(context, name) / MARKER)
         if measured is None:
             continue
-        how = "align"
+        how = "curriculum-finetune" if cell_of(context, name) else "align"
         trained = read_marker(system_dir(context, name) / MARKER) if name in distill.systems else None
         if trained is not None:
             chosen = trained["stats"].get("selection")

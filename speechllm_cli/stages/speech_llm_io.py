@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from speechllm_cli.common.cache import cache_root
 from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.stages.curriculum.records import cell_of, cell_weights
 from speechllm_cli.stages.runner import MARKER, Context
 
 if TYPE_CHECKING:
@@ -27,7 +28,11 @@ def speech_llm_names(context: Context) -> list[str]:
 
 
 def system_dir(context: Context, system: str) -> Path:
-    """Where a trained speech LLM lives: ``distill/<name>`` for a distilled system, else ``align/<name>``."""
+    """Where a trained speech LLM lives: ``distill/<name>`` for a distilled system, a cell's last phase, else
+    ``align/<name>``."""
+    cell = cell_of(context, system)
+    if cell is not None:
+        return cell_weights(context, cell)
     distill = context.config.distill
     stage = "distill" if distill is not None and system in distill.systems else "align"
     return context.exp_dir / stage / system
@@ -85,7 +90,8 @@ def load_weights(model: SpeechLLM, folder: Path, lora: bool) -> None:
 
 
 def load_trained(context: Context, encoder: CTCEncoder, system: str) -> tuple[SpeechLLM, object]:
-    """The trained system; only a finished ``align`` or ``distill`` unit counts (a killed one has no marker)."""
+    """The trained system, prompted with align's instruction; only a finished unit counts (a killed one has no
+    marker)."""
     folder = system_dir(context, system)
     if not (folder / MARKER).is_file():
         stage = folder.parent.name

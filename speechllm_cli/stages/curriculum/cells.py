@@ -7,7 +7,6 @@ of the text-speech gap.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import write_json, write_jsonl
 from speechllm_cli.stages.curriculum.config import Cell, CurriculumConfig
-from speechllm_cli.stages.curriculum.plan import PhasePlan, curriculum_dir, plan_phases
+from speechllm_cli.stages.curriculum.plan import PhasePlan, plan_phases
 from speechllm_cli.stages.curriculum.pools import Pools, split_of
+from speechllm_cli.stages.curriculum.records import cell_record_path
 from speechllm_cli.stages.front_end import SpeechFrontEnd
 from speechllm_cli.stages.inputs import load_text_set, text_set_path
 from speechllm_cli.stages.runner import Context, Unit, run_units, status
@@ -24,16 +24,6 @@ from speechllm_cli.stages.runner import Context, Unit, run_units, status
 if TYPE_CHECKING:
     from speechllm_cli.core.speech_llm import SpeechLLM
     from speechllm_cli.stages.systems import SpeechLLMSystem
-
-
-def cell_record_path(context: Context, cell: Cell) -> Path:
-    return curriculum_dir(context) / cell.track / cell.scheme / f"b{cell.budget:g}" / "cell.json"
-
-
-def read_cell(context: Context, cell: Cell) -> dict[str, Any] | None:
-    """A cell's record, or None when the cell has not been run."""
-    path = cell_record_path(context, cell)
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def _set_trainable(model: SpeechLLM, parts: list[str]) -> None:

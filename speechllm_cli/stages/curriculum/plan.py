@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.stages.curriculum.config import Cell, CurriculumConfig
 from speechllm_cli.stages.curriculum.pools import draw
+from speechllm_cli.stages.curriculum.records import curriculum_dir
 from speechllm_cli.stages.curriculum.schedules import PRESETS, PhaseConfig
 from speechllm_cli.stages.inputs import encoder_dir, text_set_path
 from speechllm_cli.stages.runner import Context, input_digests, settings_key
@@ -21,10 +22,6 @@ from speechllm_cli.stages.speech_llm_io import system_dir
 
 if TYPE_CHECKING:
     from speechllm_cli.core.feeds import Example
-
-
-def curriculum_dir(context: Context) -> Path:
-    return context.exp_dir / "curriculum"
 
 
 @dataclass(frozen=True)
