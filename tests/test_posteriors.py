@@ -313,3 +313,29 @@ def test_lsd_recovers_tokens_from_clean_cps(config: CPSConfig) -> None:
     merged, merged_lengths = label_synchronous(posteriors, lengths, LSDConfig(blank_threshold=0.9))
     assert merged_lengths.tolist() == [30, 1, 12, 45]
     assert _labels(merged, merged_lengths) == tokens
+
+
+def test_lsd_segments_pool_hidden_states_over_the_posteriors_runs() -> None:
+    """The unified interface's speech side: any per-frame vectors pooled over the segments LSD keeps."""
+    from speechllm_cli.core.posteriors import lsd_segments
+
+    frames = torch.tensor([[[0.1, 0.9, 0.0], [0.1, 0.8, 0.1], [0.95, 0.05, 0.0], [0.6, 0.1, 0.3], [0.2, 0.0, 0.8]],
+                           [[0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])
+    lengths = torch.tensor([5, 3])
+    hidden = torch.arange(2 * 5 * 4, dtype=torch.float32).reshape(2, 5, 4)
+    config = LSDConfig(blank_threshold=0.9)
+    pooled, pooled_lengths = lsd_segments(frames, lengths, config).pool(hidden)
+    assert pooled_lengths.tolist() == [3, 1] == label_synchronous(frames, lengths, config)[1].tolist()
+    expected = [hidden[0, :2].mean(0), hidden[0, 3], hidden[0, 4]]
+    assert torch.allclose(pooled[0], torch.stack(expected))
+    assert torch.allclose(pooled[1, 0], hidden[1, :3].mean(0)) and not pooled[1, 1:].any()
+
+
+def test_dtw_cosine_is_zero_for_the_same_vectors_at_any_pace_and_grows_when_they_differ() -> None:
+    from speechllm_cli.core.vector_mismatch import dtw_cosine
+
+    vectors = torch.randn(6, 8, generator=torch.Generator().manual_seed(0))
+    slowed = torch.cat([vectors[:3], vectors[2:3], vectors[2:3], vectors[3:]])
+    assert dtw_cosine(vectors, vectors) == pytest.approx(0, abs=1e-6)
+    assert dtw_cosine(vectors, slowed) == pytest.approx(0, abs=1e-6)
+    assert dtw_cosine(vectors, -vectors) > dtw_cosine(vectors, vectors + 0.5 * torch.randn(6, 8)) > 0

@@ -11,6 +11,8 @@ reproduce TASU exactly and every departure from it is an explicit setting.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from speechllm_cli.core.configs import CPSConfig, LSDConfig
@@ -39,7 +41,7 @@ def simulate_posteriors(token_ids: list[list[int]], vocab_size: int, config: CPS
     """
     _check_tokens(token_ids, vocab_size, config)
     device = generator.device
-    labels = [_simulate_labels(torch.tensor(ids, dtype=torch.long, device=device), vocab_size, config, generator)
+    labels = [simulate_labels(torch.tensor(ids, dtype=torch.long, device=device), vocab_size, config, generator)
               for ids in token_ids]
     smoothing = torch.rand(len(token_ids), generator=generator, device=device) * config.smoothing_max
     return _smoothed_frames(labels, smoothing, vocab_size)
@@ -57,8 +59,10 @@ def _check_tokens(token_ids: list[list[int]], vocab_size: int, config: CPSConfig
             raise ValueError(f"token id {bad[0]} is outside the non-blank units 1..{vocab_size - 1}")
 
 
-def _simulate_labels(tokens: torch.Tensor, vocab_size: int, config: CPSConfig,
-                     generator: torch.Generator) -> torch.Tensor:
+def simulate_labels(tokens: torch.Tensor, vocab_size: int, config: CPSConfig,
+                    generator: torch.Generator) -> torch.Tensor:
+    """Steps 1-3 of :func:`simulate_posteriors` on one utterance: the noised label sequence (blanks as 0),
+    which the unified interface's text side also starts from."""
     if tokens.numel() == 0:
         return tokens
     labels = _substitute(tokens, config.substitution, vocab_size, generator)
@@ -136,19 +140,35 @@ def _smoothed_frames(labels: list[torch.Tensor], smoothing: torch.Tensor,
     return posteriors, lengths
 
 
-def label_synchronous(posteriors: torch.Tensor, lengths: torch.Tensor,
-                      config: LSDConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Compress real posteriors [B, T, V] (probabilities) to about one frame per label.
+@dataclass(frozen=True)
+class Segments:
+    """LSD's segmentation of a posterior batch: which valid frame belongs to which kept segment."""
 
-    A run of equal non-blank argmax frames becomes its mean posterior, blank-argmax frames stay one by
-    one, and every resulting frame with P(blank) >= ``blank_threshold`` is dropped. Runs are found
-    before dropping, so a confident blank between two equal labels still separates them. The whole
-    batch is processed at once: its valid frames are flattened, run starts are marked where the label
-    or the utterance changes (or the frame is blank), and run means come from one ``index_add_``.
+    valid: torch.Tensor
+    """[B, T] frames inside their utterance."""
+    run: torch.Tensor
+    """[N] the run of each valid frame (valid frames flattened in batch order)."""
+    kept: torch.Tensor
+    """[R] runs that survive the blank threshold."""
+    owner: torch.Tensor
+    """[R] the utterance of each run."""
 
-    Returns zero-padded frames [B, T', V] in the input dtype and lengths [B]. An utterance left with
-    no frame (silence, or all frames blank-confident) gets length 0 and all-zero rows; callers must
-    decide what a speech segment of length 0 means for them.
+    def pool(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean of ``values`` [B, T, D] over each kept segment: zero-padded [B, T', D] and lengths [B]."""
+        means = _run_means(values[self.valid].to(torch.float32), self.run, len(self.owner))
+        merged, lengths = _pad(means[self.kept], self.owner[self.kept], self.valid.shape[0])
+        return merged.to(values.dtype), lengths
+
+
+def lsd_segments(posteriors: torch.Tensor, lengths: torch.Tensor, config: LSDConfig) -> Segments:
+    """LSD's segments of real posteriors [B, T, V] (probabilities), for pooling posteriors or anything framed
+    like them (the encoder's hidden states).
+
+    A run of equal non-blank argmax frames is one segment, blank-argmax frames are one segment each, and a
+    segment whose mean P(blank) is at least ``blank_threshold`` is dropped. Runs are found before dropping,
+    so a confident blank between two equal labels still separates them. The whole batch is processed at
+    once: its valid frames are flattened, run starts are marked where the label or the utterance changes (or
+    the frame is blank), and run means come from one ``index_add_``.
     """
     _check_posteriors(posteriors, lengths, config)
     batch_size, frames_per_row, _ = posteriors.shape
@@ -157,10 +177,21 @@ def label_synchronous(posteriors: torch.Tensor, lengths: torch.Tensor,
     frames = posteriors[valid].to(torch.float32)
     owner = torch.arange(batch_size, device=posteriors.device).repeat_interleave(lengths)
     starts = _run_starts(frames.argmax(dim=-1), owner, config.blank_id)
-    means = _run_means(frames, starts)
-    kept = means[:, config.blank_id] < config.blank_threshold
-    merged, merged_lengths = _pad(means[kept], owner[starts][kept], batch_size)
-    return merged.to(posteriors.dtype), merged_lengths
+    run = torch.cumsum(starts, dim=0) - 1
+    means = _run_means(frames, run, int(starts.sum()))
+    return Segments(valid, run, means[:, config.blank_id] < config.blank_threshold, owner[starts])
+
+
+def label_synchronous(posteriors: torch.Tensor, lengths: torch.Tensor,
+                      config: LSDConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Compress real posteriors [B, T, V] (probabilities) to about one frame per label: the mean posterior
+    of each of :func:`lsd_segments`.
+
+    Returns zero-padded frames [B, T', V] in the input dtype and lengths [B]. An utterance left with
+    no frame (silence, or all frames blank-confident) gets length 0 and all-zero rows; callers must
+    decide what a speech segment of length 0 means for them.
+    """
+    return lsd_segments(posteriors, lengths, config).pool(posteriors)
 
 
 def _check_posteriors(posteriors: torch.Tensor, lengths: torch.Tensor, config: LSDConfig) -> None:
@@ -181,9 +212,7 @@ def _run_starts(labels: torch.Tensor, owner: torch.Tensor, blank_id: int) -> tor
     return starts
 
 
-def _run_means(frames: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
-    run = torch.cumsum(starts, dim=0) - 1
-    runs = int(starts.sum())
+def _run_means(frames: torch.Tensor, run: torch.Tensor, runs: int) -> torch.Tensor:
     sums = torch.zeros(runs, frames.shape[1], dtype=frames.dtype, device=frames.device).index_add_(0, run, frames)
     counts = torch.bincount(run, minlength=runs).to(frames.dtype)
     return sums / counts[:, None]

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 PART_SIZE = 256
 INDEX = "index.json"
 BATCH_SIZE = 16
+TENSORS = ("lsd", "hidden")
+"""What a cache part holds per utterance; a part written without one of them is encoded again."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,10 @@ class Encoded:
     """One utterance through the front end."""
 
     lsd: torch.Tensor
-    """Label-synchronous posteriors [L, V], float16: what a speech LLM reads."""
+    """Label-synchronous posteriors [L, V], float16: what a speech LLM reads through the posterior interface."""
+    hidden: torch.Tensor
+    """The encoder's hidden states pooled over the same segments [L, H], float16: what it reads through the
+    unified-encoder interface."""
     greedy: list[int]
     """The encoder's own greedy CTC units: the ``ctc`` system's output."""
     seconds: float
@@ -57,7 +62,7 @@ def encode(encoder: CTCEncoder, audio: AudioSource, lsd: LSDConfig, track: Track
     import torch
 
     from speechllm_cli.core.encoders import greedy_ids
-    from speechllm_cli.core.posteriors import label_synchronous
+    from speechllm_cli.core.posteriors import lsd_segments
 
     batches = audio.batches(BATCH_SIZE)
     with torch.no_grad():
@@ -65,11 +70,16 @@ def encode(encoder: CTCEncoder, audio: AudioSource, lsd: LSDConfig, track: Track
             waves = [audio.load(i) for i in batch]
             started = time.time()
             output = encoder(waves)
-            compressed, lengths = label_synchronous(output.log_probs.exp(), output.lengths, lsd)
+            posteriors = output.log_probs.exp()
+            segments = lsd_segments(posteriors, output.lengths, lsd)
+            compressed, lengths = segments.pool(posteriors)
+            hidden, _ = segments.pool(output.hidden.float())
             greedy = greedy_ids(output.log_probs, output.lengths)
             share = (time.time() - started) / len(batch)
             for row, index in enumerate(batch):
-                yield index, Encoded(compressed[row, : int(lengths[row])].half().cpu().clone(), greedy[row],
+                length = int(lengths[row])
+                yield index, Encoded(compressed[row, :length].half().cpu().clone(),
+                                     hidden[row, :length].half().cpu().clone(), greedy[row],
                                      len(waves[row]) / SAMPLE_RATE, share)
 
 
@@ -81,7 +91,8 @@ class CachedPosteriors(Mapping[str, Encoded]):
 
     def __getitem__(self, uid: str) -> Encoded:
         part, fields = self._fields[uid]
-        return Encoded(self._parts[part].get_tensor(f"lsd/{uid}"), **fields)
+        handle = self._parts[part]
+        return Encoded(handle.get_tensor(f"lsd/{uid}"), handle.get_tensor(f"hidden/{uid}"), **fields)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._fields)
@@ -100,7 +111,8 @@ def _cache_dir(context: Context, split: str, lsd: LSDConfig) -> Path:
 def _write_part(path: Path, part: dict[str, Encoded]) -> None:
     from safetensors.torch import save_file
 
-    tensors = {f"lsd/{uid}": value.lsd.contiguous() for uid, value in part.items()}
+    tensors = {f"{field}/{uid}": getattr(value, field).contiguous() for uid, value in part.items()
+               for field in TENSORS}
     header = {uid: {"greedy": v.greedy, "seconds": v.seconds, "encode_s": v.encode_s} for uid, v in part.items()}
     save_file(tensors, str(path), metadata={"utterances": json.dumps(header, sort_keys=True)})
 
@@ -115,7 +127,7 @@ def _open(folder: Path) -> CachedPosteriors | None:
         for number, name in enumerate(index["parts"]):
             handle = safe_open(str(folder / name), framework="pt")
             header = json.loads((handle.metadata() or {})["utterances"])
-            if set(handle.keys()) != {f"lsd/{uid}" for uid in header}:
+            if set(handle.keys()) != {f"{field}/{uid}" for uid in header for field in TENSORS}:
                 return None
             parts.append(handle)
             fields |= {uid: (number, values) for uid, values in header.items()}

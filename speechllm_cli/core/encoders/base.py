@@ -3,8 +3,9 @@
 Input: a zero-padded float waveform batch [B, S] at 16 kHz plus sample counts [B] (or a list of 1-D
 waveforms). Each encoder computes its own features inside, so callers never need to know whether
 it wants fbank, raw samples or something else. Output: CTC log-posteriors [B, T, V] with blank at id
-0, and the number of valid frames per utterance. Units (id -> token) come with the encoder, so the
-same greedy decoding, CPS simulation and LSD compression work for all of them.
+0, the number of valid frames per utterance, and the hidden states the output layer reads. Units
+(id -> token) come with the encoder, so the same greedy decoding, CPS simulation and LSD compression
+work for all of them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ class EncoderOutput:
     """[B, T, V] float32 log-softmax over units; frames at or beyond ``lengths`` are padding."""
     lengths: torch.Tensor
     """[B] valid frames per utterance."""
+    hidden: torch.Tensor
+    """[B, T, H] the last hidden layer, the input of the CTC output layer: the encoder's own space, where the
+    unified-encoder interface (TESU) meets text."""
 
 
 def greedy_ids(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
@@ -81,6 +85,11 @@ class CTCEncoder(torch.nn.Module, abc.ABC):
     @abc.abstractmethod
     def encode(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
         """Posteriors for a padded batch already on this encoder's device."""
+
+    @abc.abstractmethod
+    def output_layer(self) -> torch.nn.Linear:
+        """A copy of the layer from ``hidden`` to the CTC logits, columns in this encoder's unit order: what the
+        unified interface's projector starts reading hidden states with."""
 
     @property
     def device(self) -> torch.device:

@@ -14,6 +14,7 @@ with the weights as ``tokenizer.model``.
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 from typing import Annotated, Self
@@ -191,6 +192,9 @@ class ConformerCTC(SentencePieceUnits, CTCEncoder):
     def vocab_size(self) -> int:
         return self.config.vocab_size
 
+    def output_layer(self) -> torch.nn.Linear:
+        return copy.deepcopy(self.head)
+
     def encode(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
         feats, frames = fbank(waveforms, lengths, self.config.n_mels)
         feats = self.spec_augment(normalize(feats, frames), frames)
@@ -200,7 +204,7 @@ class ConformerCTC(SentencePieceUnits, CTCEncoder):
         x = self.input_drop(x + sinusoids(x.shape[1], x.shape[2], x.device))
         for block in self.blocks:
             x = block(x, mask)
-        return EncoderOutput(torch.log_softmax(self.head(x).float(), dim=-1), out_lengths)
+        return EncoderOutput(torch.log_softmax(self.head(x).float(), dim=-1), out_lengths, x)
 
     def save(self, folder: Path) -> None:
         """``config.json`` + ``model.safetensors`` (+ ``tokenizer.model``), Hugging Face style."""

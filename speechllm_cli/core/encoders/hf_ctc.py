@@ -102,6 +102,18 @@ class HFCTCEncoder(CTCEncoder):
     def vocab_size(self) -> int:
         return len(self._to_hf)
 
+    def output_layer(self) -> torch.nn.Linear:
+        """The model's ``lm_head`` (what reads ``output_hidden_states[-1]``), its rows moved blank-first."""
+        head = getattr(self.model, "lm_head", None)
+        if not isinstance(head, torch.nn.Linear):
+            raise SpeechLLMError(f"hf-ctc: {type(self.model).__name__} has no linear lm_head to read hidden states")
+        layer = torch.nn.Linear(head.in_features, self.vocab_size, bias=head.bias is not None)
+        with torch.no_grad():
+            layer.weight.copy_(head.weight.index_select(0, self._columns.to(head.weight.device)))
+            if head.bias is not None:
+                layer.bias.copy_(head.bias.index_select(0, self._columns.to(head.bias.device)))
+        return layer
+
     def units(self) -> list[str]:
         known = len(self.tokenizer)
         return [self.tokenizer.convert_ids_to_tokens(hf_id) if hf_id < known else f"<unused{hf_id}>"
@@ -147,17 +159,20 @@ class HFCTCEncoder(CTCEncoder):
         dtype = next(self.model.parameters()).dtype
         inputs = {name: value.to(self.device, dtype=dtype if value.is_floating_point() else value.dtype)
                   for name, value in inputs.items()}
-        logits = self.model(**inputs).logits
+        outputs = self.model(**inputs, output_hidden_states=True)
+        logits = outputs.logits
         if logits.shape[-1] != len(self._to_hf):
             raise SpeechLLMError(f"hf-ctc: the model outputs {logits.shape[-1]} units but its config says "
                                  f"{len(self._to_hf)}")
         log_probs = torch.log_softmax(logits.float(), dim=-1).index_select(-1, self._columns)
         frames = self._output_lengths(input_lengths).long().clamp(max=logits.shape[1])
-        return EncoderOutput(log_probs, frames)
+        return EncoderOutput(log_probs, frames, outputs.hidden_states[-1].float())
 
 
 def _stack(outputs: list[EncoderOutput]) -> EncoderOutput:
     """One batch from single-utterance outputs of different lengths."""
-    rows = [row for output in outputs for row in output.log_probs]
-    return EncoderOutput(torch.nn.utils.rnn.pad_sequence(rows, batch_first=True),
-                         torch.cat([output.lengths for output in outputs]))
+    def padded(field: str) -> torch.Tensor:
+        return torch.nn.utils.rnn.pad_sequence([row for output in outputs for row in getattr(output, field)],
+                                               batch_first=True)
+
+    return EncoderOutput(padded("log_probs"), torch.cat([output.lengths for output in outputs]), padded("hidden"))

@@ -15,6 +15,7 @@ the front's outputs once and spend every epoch on the head alone.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Annotated, Any, Self
 
@@ -139,6 +140,9 @@ class WhisperCTC(SentencePieceUnits, FrozenFrontEncoder):
     def vocab_size(self) -> int:
         return self.config.vocab_size
 
+    def output_layer(self) -> torch.nn.Linear:
+        return copy.deepcopy(self.out)
+
     @property
     def front_is_frozen(self) -> bool:
         return True
@@ -182,7 +186,7 @@ class WhisperCTC(SentencePieceUnits, FrozenFrontEncoder):
         x = self.input_drop(self.project(x)).masked_fill(~mask[..., None], 0.0)
         for block in self.blocks:
             x = block(x, mask)
-        return EncoderOutput(torch.log_softmax(self.out(x).float(), dim=-1), lengths)
+        return EncoderOutput(torch.log_softmax(self.out(x).float(), dim=-1), lengths, x)
 
     def save(self, folder: Path) -> None:
         """Self-contained: the Whisper encoder's config and weights travel with the head."""
