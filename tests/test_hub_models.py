@@ -20,7 +20,7 @@ import yaml
 from speechllm_cli.data.normalize import NormalizerConfig, normalize
 from tests.conftest import REPO, load_cuts, run_cli, tiny_wav2vec2
 
-SYSTEMS = ["ctc", "tasu", "calibrated", "tts", "paired"]
+SYSTEMS = ["ctc", "tasu", "calibrated", "tts", "paired", "tesu"]
 TEST_SPLITS = ["test_indomain", "test_newvoice", "test_xdomain"]
 TEST_UTTERANCES = 3
 STAGES = ["prepare-data", "prepare-text", "train-encoder", "calibrate", "align", "decode", "score"]
@@ -84,6 +84,7 @@ def _recipe(tmp_path: Path, encoder: Path, llm: Path) -> Path:
     config["train_encoder"] = {"encoder": "hf-ctc", "source": str(encoder)}
     config["model"]["llm"]["model"] = str(llm)
     config["decode"]["generation"]["max_new_tokens"] = 8
+    config["decode"]["systems"].append("tesu")
     path = tmp_path / "recipe" / "config.yaml"
     path.parent.mkdir()
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
@@ -126,6 +127,13 @@ def test_every_stage_writes_its_outputs(hub: HubRun) -> None:
         projector = exp / "align" / system / "projector"
         assert {p.name for p in projector.iterdir()} == {"config.json", "model.safetensors"}, system
         assert json.loads((exp / "align" / system / ".done").read_text(encoding="utf-8"))["stats"]["steps"] == 2
+    branch = json.loads((exp / "encoder/text_branch/model/config.json").read_text(encoding="utf-8"))
+    source = json.loads((hub.encoder / "config.json").read_text(encoding="utf-8"))
+    assert branch["hidden_size"] == source["hidden_size"] == len(branch["residual_std"]), \
+        "the unified interface reads the HF encoder's last hidden states (output_hidden_states)"
+    tesu = json.loads((exp / "align/tesu/projector/config.json").read_text(encoding="utf-8"))
+    assert tesu["kind"] == "hidden-lookup" and tesu["vocab_size"] == source["hidden_size"], \
+        "the recipe's unit-lookup over hidden states starts from the HF model's own lm_head"
     for split in TEST_SPLITS:
         cut_ids = [cut.id for cut in load_cuts(exp / "data" / split / "cuts.jsonl.gz")]
         assert len(cut_ids) == TEST_UTTERANCES

@@ -207,10 +207,11 @@ ONLY = {
     "tasu": ONLY_TASU,
     "calibrated": ("--set", "align.systems={calibrated: {mode: calibrated, text_sets: [commands_text], "
                             "levels: [[0.0, 0.0], [0.5, 1.0], [1.0, 2.0]]}}"),
+    "tesu": ("--set", "align.systems={tesu: {mode: unified, text_sets: [commands_text]}}"),
 }
 
 
-@pytest.mark.parametrize("system", ["tasu", "calibrated"])
+@pytest.mark.parametrize("system", ["tasu", "calibrated", "tesu"])
 def test_text_only_alignment_reads_no_audio(tiny, tmp_path: Path, system: str) -> None:
     exp, _ = tiny
     copy = _copy_prepared(exp, tmp_path / "exp")
@@ -233,7 +234,7 @@ def test_calibrated_alignment_needs_the_calibration(tiny, tmp_path: Path) -> Non
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("system", ["tasu", "calibrated"])
+@pytest.mark.parametrize("system", ["tasu", "calibrated", "tesu"])
 def test_killed_alignment_resumes_past_a_damaged_checkpoint_to_the_uninterrupted_result(tiny, tmp_path: Path,
                                                                                        system: str) -> None:
     """SIGKILL after two checkpoints, then the newest one truncated: the resume says so, continues from the
@@ -272,6 +273,59 @@ def test_killed_alignment_resumes_past_a_damaged_checkpoint_to_the_uninterrupted
     assert ours.keys() == theirs.keys()
     for name, tensor in ours.items():
         assert (tensor - theirs[name]).abs().max() < 1e-5, name
+
+
+def test_unified_alignment_needs_the_text_branch(tiny, tmp_path: Path) -> None:
+    exp, _ = tiny
+    copy = _copy_prepared(exp, tmp_path / "exp")
+    result = _align(copy, *ONLY["tesu"], "--set", "calibrate.text_branch=null")
+    assert result.returncode == 1 and result.stderr.splitlines() == [
+        "error: align: unified mode needs calibrate.text_branch (the text branch it trains through)"]
+    shutil.rmtree(copy / "encoder" / "text_branch")
+    result = _align(copy, *ONLY["tesu"])
+    assert result.returncode == 1 and result.stderr.splitlines() == [
+        f"error: {copy / 'encoder/text_branch/model'}: no text branch (set calibrate.text_branch and run "
+        "calibrate first)"]
+
+
+def test_text_branch_learns_the_encoder_space_at_lsd_lengths(tiny) -> None:
+    """Issue 14: the branch's loss falls, and fed an utterance's LSD segment labels it gives one vector per
+    segment, as wide as the encoder's hidden layer, nearer the utterance's pooled states than an untrained one."""
+    from speechllm_cli.core.configs import LSDConfig
+    from speechllm_cli.core.encoders import load_encoder
+    from speechllm_cli.core.posteriors import label_synchronous, lsd_segments
+    from speechllm_cli.core.text_branch import TextBranch, pad_ids
+
+    exp, _ = tiny
+    stats = json.loads((exp / "encoder/text_branch/.done").read_text())["stats"]
+    assert stats["pairs"] == 24 and stats["steps"] == 12 and stats["last_loss"] < 0.5 * stats["first_loss"]
+    branch = TextBranch.load(exp / "encoder/text_branch/model")
+    encoder = load_encoder("whisper-ctc", exp / "encoder/model")
+    waves = [cut.load_audio()[0] for cut in load_cuts(exp / "data/dev/cuts.jsonl.gz")][:2]
+    lsd = LSDConfig(blank_threshold=0.9)
+    with torch.no_grad():
+        output = encoder([torch.from_numpy(w) for w in waves])
+        posteriors = output.log_probs.exp()
+        segments = lsd_segments(posteriors, output.lengths, lsd)
+        hidden, lengths = segments.pool(output.hidden)
+        compressed, lsd_lengths = label_synchronous(posteriors, output.lengths, lsd)
+        assert torch.equal(lengths, lsd_lengths) and torch.equal(segments.pool(posteriors)[0], compressed)
+        labels = [compressed[i, : int(n)].argmax(-1).tolist() for i, n in enumerate(lsd_lengths)]
+        predicted = branch(*pad_ids(labels))
+    assert predicted.shape == hidden.shape and hidden.shape[-1] == encoder.config.head.d_model
+    untrained = TextBranch(branch.config).eval()
+    inside = torch.arange(hidden.shape[1])[None, :] < lengths[:, None]
+    with torch.no_grad():
+        errors = [((guess - hidden) ** 2).mean(-1)[inside].mean() for guess in (predicted, untrained(*pad_ids(labels)))]
+    assert errors[0] < 0.5 * errors[1], "held-out dev speech: the trained branch predicts its states"
+    report = json.loads((exp / "encoder/text_branch/report.json").read_text())
+    sources = report["sources"]
+    assert report["distance"]["speech (itself)"] < 1e-6 < report["distance"]["units"]
+    assert sources["units"]["positions_per_unit"] == 1.0
+    assert sources["cps labels"]["positions_per_unit"] < 1.0, "TASU's 5 % deletion"
+    speech_pace = sources["speech (itself)"]["positions_per_unit"]
+    assert abs(sources["calibrated labels"]["positions_per_unit"] - speech_pace) < abs(1.0 - speech_pace), \
+        "the calibrated labels have the speech's insertions and kept blanks"
 
 
 def test_calibration_and_mismatch_report(tiny) -> None:
@@ -468,7 +522,7 @@ def test_align_trains_only_the_named_systems(tiny, tmp_path: Path) -> None:
     unknown = _align(copy, "--system", "bogus")
     assert unknown.returncode == 1
     assert unknown.stderr.strip() == (
-        "error: --system bogus: not in align.systems (known: tasu, calibrated, paired, tts)")
+        "error: --system bogus: not in align.systems (known: tasu, calibrated, paired, tesu, tts)")
 
 
 def test_score_counts_systems_not_decoded_yet(tiny, tmp_path: Path) -> None:

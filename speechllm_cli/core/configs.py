@@ -7,9 +7,9 @@ that build models import their settings from here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from speechllm_cli.common.config import StrictModel
 
@@ -39,6 +39,24 @@ class ProjectorConfig(StrictModel):
     kind: ProjectorKind = "tasu-mlp"
     """tasu-mlp (TASU's MLP) or unit-lookup (starts as the LLM's embeddings of each unit's text)."""
     hidden: PositiveInt = 2048
+
+
+class TextBranchSettings(StrictModel):
+    """The unified-encoder interface's text branch (TESU): unit embeddings and a few Transformer layers."""
+
+    d_model: PositiveInt = 256
+    layers: PositiveInt = 2
+    heads: PositiveInt = 4
+    ff_dim: PositiveInt = 512
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    loss: Literal["mse", "cosine"] = "mse"
+    """Regression against the pooled speech vectors: mean squared error, or 1 - cosine similarity."""
+
+    @model_validator(mode="after")
+    def _heads_fit(self) -> Self:
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
+        return self
 
 
 class CPSConfig(StrictModel):

@@ -13,24 +13,33 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from speechllm_cli.common.io import atomic_dir
 from speechllm_cli.core.configs import ProjectorConfig
 
 
 class TasuMLP(torch.nn.Module):
+    kind = "tasu-mlp"
+
     def __init__(self, vocab_size: int, llm_dim: int, config: ProjectorConfig) -> None:
         super().__init__()
         self.net = torch.nn.Sequential(
             torch.nn.LayerNorm(vocab_size), torch.nn.Linear(vocab_size, config.hidden), torch.nn.SiLU(),
             torch.nn.Linear(config.hidden, llm_dim))
 
+    @property
+    def width(self) -> int:
+        """The input vectors' size."""
+        return self.net[1].in_features
+
     def forward(self, posteriors: torch.Tensor) -> torch.Tensor:
         return self.net(posteriors)
 
 
 class UnitLookup(torch.nn.Module):
+    kind = "unit-lookup"
+
     def __init__(self, vocab_size: int, llm_dim: int, config: ProjectorConfig) -> None:
         super().__init__()
         self.lookup = torch.nn.Linear(vocab_size, llm_dim, bias=False)
@@ -43,8 +52,42 @@ class UnitLookup(torch.nn.Module):
         with torch.no_grad():
             self.lookup.weight.copy_(unit_embeddings.T)
 
+    @property
+    def width(self) -> int:
+        return self.lookup.in_features
+
     def forward(self, posteriors: torch.Tensor) -> torch.Tensor:
         return self.lookup(posteriors) + self.residual(posteriors)
+
+
+class HiddenLookup(torch.nn.Module):
+    """The unified interface's counterpart of ``unit-lookup``: hidden states are read by a copy of the encoder's
+    own CTC output layer into unit probabilities, which look up the LLM's embeddings of each unit's text, plus
+    a zero-initialised residual MLP on the hidden states. It starts where the posterior interface starts and
+    may learn what the posteriors throw away."""
+
+    kind = "hidden-lookup"
+
+    def __init__(self, width: int, vocab_size: int, llm_dim: int, config: ProjectorConfig) -> None:
+        super().__init__()
+        self.readout = torch.nn.Linear(width, vocab_size)
+        self.lookup = torch.nn.Linear(vocab_size, llm_dim, bias=False)
+        self.residual = TasuMLP(width, llm_dim, config)
+        torch.nn.init.zeros_(self.residual.net[-1].weight)
+        torch.nn.init.zeros_(self.residual.net[-1].bias)
+
+    @property
+    def width(self) -> int:
+        return self.readout.in_features
+
+    def init_from_encoder(self, output_layer: torch.nn.Linear, unit_embeddings: torch.Tensor) -> None:
+        """The encoder's output layer, and the LLM embedding of each unit's text [V, llm_dim]."""
+        with torch.no_grad():
+            self.readout.load_state_dict(output_layer.state_dict())
+            self.lookup.weight.copy_(unit_embeddings.T)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lookup(torch.softmax(self.readout(hidden), dim=-1)) + self.residual(hidden)
 
 
 PROJECTORS: dict[str, Callable[[int, int, ProjectorConfig], torch.nn.Module]] = {
@@ -53,26 +96,29 @@ PROJECTORS: dict[str, Callable[[int, int, ProjectorConfig], torch.nn.Module]] = 
 }
 
 
-def build_projector(vocab_size: int, llm_dim: int, config: ProjectorConfig) -> torch.nn.Module:
-    return PROJECTORS[config.kind](vocab_size, llm_dim, config)
+UNIFIED_PROJECTORS: dict[str, Callable[[int, int, int, ProjectorConfig], torch.nn.Module]] = {
+    "tasu-mlp": lambda width, vocab_size, llm_dim, config: TasuMLP(width, llm_dim, config),
+    "unit-lookup": HiddenLookup,
+}
+"""What each kind becomes over hidden states of ``width`` (the unified interface)."""
 
 
-def save_projector(projector: torch.nn.Module, folder: Path, vocab_size: int, llm_dim: int,
-                   config: ProjectorConfig) -> None:
-    """A ``config.json`` + ``model.safetensors`` folder, written atomically."""
+def build_projector(vocab_size: int, llm_dim: int, config: ProjectorConfig,
+                    width: int | None = None) -> torch.nn.Module:
+    """Over posteriors of ``vocab_size`` units, or with ``width`` over hidden states of that size."""
+    if width is None:
+        return PROJECTORS[config.kind](vocab_size, llm_dim, config)
+    return UNIFIED_PROJECTORS[config.kind](width, vocab_size, llm_dim, config)
+
+
+def save_projector(projector: torch.nn.Module, folder: Path, llm_dim: int, config: ProjectorConfig) -> None:
+    """A ``config.json`` + ``model.safetensors`` folder, written atomically; the kind and input width are the
+    projector's own (the unified interface builds a tasu-mlp over hidden states whatever ``config.kind``)."""
     with atomic_dir(folder) as tmp:
-        meta = {"vocab_size": vocab_size, "llm_dim": llm_dim, **config.model_dump()}
+        meta = {"vocab_size": projector.width, "llm_dim": llm_dim, **config.model_dump(), "kind": projector.kind}
         (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
         save_file({k: v.detach().cpu().contiguous() for k, v in projector.state_dict().items()},
                   str(tmp / "model.safetensors"))
-
-
-def load_projector(folder: Path) -> torch.nn.Module:
-    meta = json.loads((folder / "config.json").read_text())
-    vocab_size, llm_dim = meta.pop("vocab_size"), meta.pop("llm_dim")
-    projector = build_projector(vocab_size, llm_dim, ProjectorConfig(**meta))
-    projector.load_state_dict(load_file(str(folder / "model.safetensors")))
-    return projector
 
 
 def unit_text(unit: str) -> str | None:

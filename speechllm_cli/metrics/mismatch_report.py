@@ -83,3 +83,27 @@ def plot_mismatch(report: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+UNIFIED_ROWS = (
+    ("positions per reference unit", "positions_per_unit", "{:.2f}"),
+    ("mean norm / speech's", "norm_ratio", "{:.2f}"),
+)
+
+
+def render_unified_mismatch(report: dict[str, Any]) -> str:
+    """Markdown for the unified interface's report (``encoder/text_branch/report.json``): text-side against
+    speech-side vectors in the encoder's hidden space."""
+    sources = report["order"]
+    lines = [table_line(["", *sources]), table_line(["---", *["---:"] * len(sources)], escape=False)]
+    for label, key, style in UNIFIED_ROWS:
+        lines.append(table_line([label, *(_cell(report["sources"][s][key], style) for s in sources)]))
+    lines.append(table_line(["**DTW cosine distance to speech**", *(f"**{report['distance'][s]:.3f}**"
+                                                                     for s in sources)]))
+    utterances = report["sources"][sources[0]]["utterances"]
+    parts = ["## Text branch against speech (unified-encoder interface)",
+             f"The encoder's hidden states pooled over LSD segments of {report['split']} ({utterances} utterances) "
+             "against the text branch's vectors of the same transcripts, aligned by dynamic time warping on "
+             "cosine distance.", "\n".join(lines),
+             f"Made by `{report['command']}`." if report.get("command") else ""]
+    return "\n\n".join(p for p in parts if p) + "\n"

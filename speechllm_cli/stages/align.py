@@ -7,11 +7,15 @@ Three modes share the model, the loop and the loss (cross-entropy on the transcr
   (``calibrate``: its measured confusions, losses, insertions and real frame shapes), at an error level
   that may follow a schedule over training (a difficulty curriculum); still no audio is read;
 - ``paired``: the audio-trained baseline TASU compares against. Posteriors are the frozen encoder's
-  real LSD posteriors of a split's speech.
+  real LSD posteriors of a split's speech;
+- ``unified``: TESU-style text-only alignment through the unified-encoder interface. The projector reads
+  the encoder's hidden states pooled over LSD's segments; in training, a transcript's units reach that
+  space through the text branch ``calibrate`` trained (with its noise model), so no audio is read either.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,10 +26,11 @@ from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.names import Name
 from speechllm_cli.core.configs import LevelSchedule, SimulatorConfig
 from speechllm_cli.core.train_config import TrainConfig
-from speechllm_cli.stages.calibrate import calibration_model_dir
+from speechllm_cli.stages.calibrate import calibrated_simulator, calibration_model_dir
 from speechllm_cli.stages.inputs import encoder_dir, load_text_set, load_trained_encoder, text_set_path
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
-from speechllm_cli.stages.speech_llm_io import build_speech_llm, save_trained, system_dir
+from speechllm_cli.stages.speech_llm_io import build_speech_llm, interface_of, save_trained, system_dir
+from speechllm_cli.stages.text_branch import TextSideConfig, text_branch_model_dir
 
 if TYPE_CHECKING:
     from speechllm_cli.core.encoders import CTCEncoder
@@ -33,15 +38,17 @@ if TYPE_CHECKING:
 
 
 class AlignSystemConfig(StrictModel):
-    mode: Literal["cps", "calibrated", "paired"]
+    mode: Literal["cps", "calibrated", "paired", "unified"]
     text_sets: list[Name] = []
-    """cps, calibrated: the text sets to simulate posteriors from. paired: the set holding the split's
-    transcripts."""
+    """cps, calibrated, unified: the text sets to simulate the encoder's output from. paired: the set holding
+    the split's transcripts."""
     split: Name | None = None
     """paired: the split whose speech gives real posteriors."""
     levels: list[tuple[float, float]] = [(0.0, 1.0)]
     """calibrated: the simulated error level as (training progress 0..1, level) points, linear in between:
     0 is error-free real-shaped frames, 1 the measured encoder. The default holds the measured level."""
+    text_side: TextSideConfig | None = None
+    """unified: how transcripts become text-side vectors (labels, noise); None: the defaults."""
 
     @model_validator(mode="after")
     def _inputs_given(self) -> AlignSystemConfig:
@@ -50,7 +57,21 @@ class AlignSystemConfig(StrictModel):
         if self.mode == "paired" and (self.split is None or len(self.text_sets) != 1):
             raise ValueError("paired mode needs a split and exactly one text set (its transcripts)")
         LevelSchedule(self.levels)
+        if self.text_side is not None and self.mode != "unified":
+            raise ValueError("text_side is for unified mode only")
         return self
+
+    @property
+    def side(self) -> TextSideConfig | None:
+        """unified: the text side in effect (its defaults when not set); None in the other modes."""
+        return (self.text_side or TextSideConfig()) if self.mode == "unified" else None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings a trained system depends on: ``text_side`` in effect for unified systems, absent for the
+        other modes, so that they keep the keys they were trained under."""
+        side = self.side
+        return {**self.model_dump(mode="json", exclude={"text_side"}),
+                **({"text_side": side.model_dump(mode="json")} if side is not None else {})}
 
 
 class AlignConfig(StrictModel):
@@ -102,19 +123,36 @@ def _paired_items(context: Context, system: AlignSystemConfig, config: AlignConf
     return items, left_out
 
 
-def simulation(context: Context, config: AlignConfig, system: AlignSystemConfig, vocab_size: int) -> Simulate:
-    """TASU's CPS, or the encoder's calibrated simulation at the system's scheduled error level."""
+def _tasu(context: Context, config: AlignConfig, system: AlignSystemConfig, vocab_size: int) -> Simulate:
     from speechllm_cli.core import feeds
-    from speechllm_cli.core.calibration import CalibratedSimulator, load_calibration
 
-    if system.mode != "calibrated":
-        return feeds.tasu_cps(vocab_size, context.config.model.cps)
-    folder = calibration_model_dir(context)
-    if not (folder / "calibration.json").is_file():
-        raise SpeechLLMError(f"{folder}: no calibration of the encoder (run calibrate first)")
-    simulator = CalibratedSimulator(load_calibration(folder), config.calibrated)
+    return feeds.tasu_cps(vocab_size, context.config.model.cps)
+
+
+def _unified(context: Context, config: AlignConfig, system: AlignSystemConfig, vocab_size: int) -> Simulate:
+    from speechllm_cli.stages.text_branch import text_side
+
+    if context.section("calibrate").text_branch is None:
+        raise SpeechLLMError("align: unified mode needs calibrate.text_branch (the text branch it trains through)")
+    assert system.side is not None
+    return text_side(context, system.side, vocab_size)
+
+
+def _calibrated(context: Context, config: AlignConfig, system: AlignSystemConfig, vocab_size: int) -> Simulate:
+    simulator = calibrated_simulator(context)
     schedule = LevelSchedule(system.levels)
     return lambda ids, generator, progress: simulator(ids, generator, schedule.level_at(progress))
+
+
+SIMULATIONS: dict[str, Callable[[Context, AlignConfig, AlignSystemConfig, int], Simulate]] = {
+    "cps": _tasu, "paired": _tasu, "calibrated": _calibrated, "unified": _unified}
+
+
+def simulation(context: Context, config: AlignConfig, system: AlignSystemConfig, vocab_size: int) -> Simulate:
+    """How a system's text reaches the encoder's output space: TASU's CPS, the encoder's calibrated simulation at
+    the system's scheduled error level, or the unified interface's text branch (paired systems read speech;
+    CPS is what their collate would draw for text items, which they have none of)."""
+    return SIMULATIONS[system.mode](context, config, system, vocab_size)
 
 
 def _train_system(context: Context, config: AlignConfig, name: str) -> dict[str, Any]:
@@ -125,7 +163,8 @@ def _train_system(context: Context, config: AlignConfig, name: str) -> dict[str,
     encoder = load_trained_encoder(context)
     vocab_size = encoder.vocab_size
     seed_everything(config.train.seed)
-    model, tokenizer = build_speech_llm(context.config.model, config.instruction, encoder)
+    model, tokenizer = build_speech_llm(context.config.model, config.instruction, encoder,
+                                        interface_of(context, name).hidden_size(context))
     if system.mode == "paired":
         items, left_out = _paired_items(context, system, config, encoder, tokenizer)
     else:
@@ -137,7 +176,7 @@ def _train_system(context: Context, config: AlignConfig, name: str) -> dict[str,
     collate = feeds.collate_fn(simulation(context, config, system, vocab_size))
     job = TrainJob(model, items, [len(e) for e in items], collate, feeds.loss, folder, config.precision)
     report = train(job, config.train, context.track)
-    save_trained(model, folder, vocab_size, context.config.model)
+    save_trained(model, folder, context.config.model)
     return {"mode": system.mode, "examples": len(items), "left_out": left_out, "steps": report.steps,
             "resumed_from": report.resumed_from, "first_loss": report.first_loss, "last_loss": report.last_loss,
             "seconds": round(report.seconds, 1)}
@@ -146,6 +185,10 @@ def _train_system(context: Context, config: AlignConfig, name: str) -> dict[str,
 def _inputs(context: Context, system: AlignSystemConfig) -> list[Path]:
     paths = [text_set_path(context, name) for name in system.text_sets] + [encoder_dir(context)]
     if system.mode == "calibrated":
+        paths.append(calibration_model_dir(context))
+    if system.mode == "unified":
+        paths.append(text_branch_model_dir(context))
+    if system.side is not None and system.side.labels == "calibrated":
         paths.append(calibration_model_dir(context))
     if system.mode == "paired":
         assert system.split is not None
@@ -157,7 +200,7 @@ def run(context: Context) -> StageResult:
     config: AlignConfig = context.section("align")
     shared = {**config.model_dump(mode="json", exclude={"systems"}),
               "model": context.config.model.model_dump(mode="json")}
-    units = [Unit(f"align/{name}", system_dir(context, name), {**shared, "system": system.model_dump(mode="json")},
+    units = [Unit(f"align/{name}", system_dir(context, name), {**shared, "system": system.fingerprint()},
                   _inputs(context, system), lambda name=name: _train_system(context, config, name))
              for name, system in config.systems.items()]
     outcomes = run_units(context, units)

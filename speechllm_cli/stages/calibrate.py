@@ -22,11 +22,12 @@ from speechllm_cli.common.io import write_json
 from speechllm_cli.common.names import Name
 from speechllm_cli.stages.inputs import cuts_path, encoder_dir, load_text_set, load_trained_encoder, text_set_path
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
+from speechllm_cli.stages.text_branch import TextBranchStageConfig, text_branch_unit
 
 if TYPE_CHECKING:
     import torch
 
-    from speechllm_cli.core.calibration import Calibration
+    from speechllm_cli.core.calibration import CalibratedSimulator, Calibration
     from speechllm_cli.core.encoders import CTCEncoder
 
 MISMATCH_PLOT = "plots/posterior_mismatch.png"
@@ -43,6 +44,8 @@ class CalibrateConfig(StrictModel):
     """Units kept per frame template (the rest of a frame's mass is spread evenly)."""
     max_templates: PositiveInt = 200_000
     seed: int = 0
+    text_branch: TextBranchStageConfig | None = None
+    """Also train the unified-encoder interface's text branch (TESU), for ``align`` systems in ``unified`` mode."""
 
 
 def calibration_dir(context: Context) -> Path:
@@ -51,6 +54,17 @@ def calibration_dir(context: Context) -> Path:
 
 def calibration_model_dir(context: Context) -> Path:
     return calibration_dir(context) / "model"
+
+
+def calibrated_simulator(context: Context) -> CalibratedSimulator:
+    """The encoder's calibrated simulation with align's settings, for every stage that simulates from text."""
+    from speechllm_cli.core.calibration import CalibratedSimulator, load_calibration
+
+    folder = calibration_model_dir(context)
+    if not (folder / "calibration.json").is_file():
+        raise SpeechLLMError(f"{folder}: no calibration of the encoder (run calibrate first)")
+    align = context.config.align
+    return CalibratedSimulator(load_calibration(folder), align.calibrated if align is not None else None)
 
 
 def paired_frames(context: Context, encoder: CTCEncoder, split: str,
@@ -123,7 +137,8 @@ def _calibrate(context: Context) -> dict[str, Any]:
 def _check_split(context: Context, config: CalibrateConfig) -> None:
     decode = context.config.decode
     tests = set(decode.splits) if decode is not None else set()
-    for split in [config.split, *config.compare]:
+    branch = [config.text_branch.split] if config.text_branch is not None else []
+    for split in [config.split, *config.compare, *branch]:
         if split in tests:
             raise SpeechLLMError(f"calibrate: split {split!r} is a decode test split; calibration statistics "
                                  "must never come from test data")
@@ -133,18 +148,26 @@ def run(context: Context) -> StageResult:
     config: CalibrateConfig = context.section("calibrate")
     _check_split(context, config)
     align = context.config.align
-    settings = {"calibrate": config.model_dump(mode="json"), "lsd": context.config.model.lsd.model_dump(mode="json"),
+    settings = {"calibrate": config.model_dump(mode="json", exclude={"text_branch"}),
+                "lsd": context.config.model.lsd.model_dump(mode="json"),
                 "report": {"cps": context.config.model.cps.model_dump(mode="json"),
                            "calibrated": align.calibrated.model_dump(mode="json") if align else None}}
     splits = {config.split: config.text_set, **config.compare}
     inputs = [encoder_dir(context), *(cuts_path(context, s) for s in splits),
               *(text_set_path(context, t) for t in splits.values())]
-    outcome = run_units(context, [Unit("calibrate", calibration_dir(context), settings, inputs,
-                                       lambda: _calibrate(context))])[0]
+    units = [Unit("calibrate", calibration_dir(context), settings, inputs, lambda: _calibrate(context))]
+    if config.text_branch is not None:
+        units.append(text_branch_unit(context, config.text_branch))
+    outcome, *branch = run_units(context, units)
     stats = outcome.stats
     rows = [[name, f"{value:.3f}"] for name, value in stats["distance"].items()]
     rows += [[f"measured {name}", f"{stats[name]:.3f}"] for name in
              ("correct", "substitution", "soft", "deletion", "insertion")]
+    rows += [[f"unified: {name} (DTW cosine)", f"{value:.3f}"] for o in branch for name, value in
+             o.stats["distance"].items()]
     summary = (f"calibrate: {stats['utterances']} utterances of {config.split} ({stats['left_out']} left out), "
                f"{stats['templates']} frame templates -> {calibration_dir(context)} ({status(outcome)})")
+    summary += "".join(f"; text branch: {o.stats['pairs']} utterances of {config.text_branch.split}, loss "
+                       f"{o.stats['first_loss']:.3f} -> {o.stats['last_loss']:.3f} ({status(o)})" for o in branch
+                       if config.text_branch is not None)
     return StageResult(summary, ["mismatch distance to real / rate", "value"], rows)

@@ -35,7 +35,14 @@ from speechllm_cli.stages.curriculum.records import cell_of
 from speechllm_cli.stages.gap import MeasureConfig, gap_units
 from speechllm_cli.stages.inputs import cuts_path, encoder_dir, load_text_set, load_trained_encoder, text_set_path
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
-from speechllm_cli.stages.speech_llm_io import load_trained, prompt_for, save_trained, system_dir
+from speechllm_cli.stages.speech_llm_io import (
+    INTERFACES,
+    interface_of,
+    load_trained,
+    prompt_for,
+    save_trained,
+    system_dir,
+)
 
 if TYPE_CHECKING:
     from speechllm_cli.core.distill import Pair
@@ -230,7 +237,7 @@ def _distill_system(context: Context, config: DistillStageConfig, name: str) -> 
     job = TrainJob(distill.Distiller(model, system.loss), pairs, [len(p) for p in pairs],
                    distill.pair_collate(simulate), distill.loss, folder, align.precision)
     report = train(job, config.train, context.track)
-    save_trained(model, folder, encoder.vocab_size, context.config.model)
+    save_trained(model, folder, context.config.model)
     return {"init": system.init, "input": system.input, "command": context.command, "items": len(pairs),
             "skipped": skipped,
             "steps": report.steps, "resumed_from": report.resumed_from, "first_loss": report.first_loss,
@@ -276,7 +283,9 @@ def _check(context: Context, config: DistillStageConfig) -> None:
                 and not _is_cell(context, f"distill.systems.{name}.init", system.init)):
             raise SpeechLLMError(f"distill.systems.{name}.init: {system.init!r} is neither an align system nor a "
                                  "distill system listed before it")
-        align_under(context, config, name)
+        if interface_of(context, align_under(context, config, name)) is not INTERFACES["posteriors"]:
+            raise SpeechLLMError(f"distill.systems.{name}.init: starts from a unified-encoder system; distill "
+                                 "reads posteriors only so far")
         earlier.add(name)
         if name in known:
             raise SpeechLLMError(f"distill.systems.{name}: the name is an align system's; decode could not tell "
@@ -317,7 +326,7 @@ def run(context: Context) -> StageResult:
               "calibrated": align.calibrated.model_dump(mode="json"), "precision": align.precision}
     units = [Unit(f"distill/{name}", distill_dir(context, name),
                   {**shared, "system": system.model_dump(mode="json"),
-                   "init": align.systems[align_under(context, config, name)].model_dump(mode="json")},
+                   "init": align.systems[align_under(context, config, name)].fingerprint()},
                   _inputs(context, config, system), lambda name=name: _distill_system(context, config, name))
              for name, system in config.systems.items()]
     trained = run_units(context, units)

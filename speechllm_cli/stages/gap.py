@@ -36,7 +36,7 @@ from speechllm_cli.stages.inputs import (
     text_set_path,
 )
 from speechllm_cli.stages.runner import Context, Unit
-from speechllm_cli.stages.speech_llm_io import load_trained, system_dir
+from speechllm_cli.stages.speech_llm_io import interface_of, load_trained, system_dir
 
 if TYPE_CHECKING:
     from speechllm_cli.core.distill import Pair
@@ -85,13 +85,13 @@ def gap_dir(context: Context, system: str) -> Path:
     return context.exp_dir / "gap" / ("_cells/" + system if cell_of(context, system) else system)
 
 
-def _held_out(context: Context, measure: MeasureConfig, encoder: CTCEncoder, tokenizer: Any) -> HeldOut:
+def _held_out(context: Context, measure: MeasureConfig, encoder: CTCEncoder, tokenizer: Any, feature: str) -> HeldOut:
     from speechllm_cli.core.distill import Pair
     from speechllm_cli.core.feeds import Example
     from speechllm_cli.core.llm import encode_text, target_ids
 
-    rows = _spoken_rows(context, encoder, measure.split, measure.text_set, measure.limit)
-    pairs = [Pair(Example("speech", row["lsd"], target_ids(tokenizer, row["target"])),
+    rows = _spoken_rows(context, encoder, measure.split, measure.text_set, measure.limit, feature)
+    pairs = [Pair(Example("speech", row["speech"], target_ids(tokenizer, row["target"])),
                   encode_text(tokenizer, row["text"])) for row in rows]
     return HeldOut(pairs, [row["target"] for row in rows])
 
@@ -114,13 +114,14 @@ def _answers(context: Context, model: SpeechLLM, tokenizer: Any, encoder: CTCEnc
     return generate_texts(model, tokenizer, examples, encoder.vocab_size, batch_size, generation, context.track, what)
 
 
-def _spoken_rows(context: Context, encoder: CTCEncoder, split: str, text_set: str,
-                 limit: int) -> list[dict[str, Any]]:
-    """The first ``limit`` rows of ``text_set`` with their LSD from ``split``."""
+def _spoken_rows(context: Context, encoder: CTCEncoder, split: str, text_set: str, limit: int,
+                 feature: str) -> list[dict[str, Any]]:
+    """The first ``limit`` rows of ``text_set`` with their speech from ``split``, as the system's interface reads
+    it (``feature`` of the front end's output)."""
     from speechllm_cli.stages.front_end import split_posteriors
 
     posteriors = split_posteriors(context, encoder, split, context.config.model.lsd)
-    rows = [{**row, "lsd": posteriors[row["id"]].lsd} for row in load_text_set(context, text_set)
+    rows = [{**row, "speech": getattr(posteriors[row["id"]], feature)} for row in load_text_set(context, text_set)
             if row["id"] in posteriors][:limit]
     if not rows:
         raise SpeechLLMError(f"distill.measure: no utterance of split {split!r} has a row in text set {text_set!r}")
@@ -138,11 +139,12 @@ def _questions(context: Context, model: SpeechLLM, tokenizer: Any, encoder: CTCE
     from speechllm_cli.metrics.qa import answer_accuracy
     from speechllm_cli.stages.speech_llm_io import prompt_for
 
-    rows = _spoken_rows(context, encoder, questions.split, questions.text_set, questions.limit)
+    rows = _spoken_rows(context, encoder, questions.split, questions.text_set, questions.limit,
+                        interface_of(context, system).feature)
     trained = model.prompt
     model.prompt = prompt_for(tokenizer, questions.instruction, context.config.model)
     try:
-        speech = _answers(context, model, tokenizer, encoder, [Example("speech", row["lsd"], []) for row in rows],
+        speech = _answers(context, model, tokenizer, encoder, [Example("speech", row["speech"], []) for row in rows],
                           questions.generation, batch_size, f"{system}: answering the spoken questions")
         with adapters_off(model.llm):
             text = _answers(context, model, tokenizer, encoder,
@@ -165,7 +167,7 @@ def measure_gap(context: Context, system: str, measure: MeasureConfig, generatio
 
     encoder = load_trained_encoder(context)
     model, tokenizer = load_trained(context, encoder, system)
-    held_out = _held_out(context, measure, encoder, tokenizer)
+    held_out = _held_out(context, measure, encoder, tokenizer, interface_of(context, system).feature)
     transcripts = [pair.transcript for pair in held_out.pairs]
     speech = _answers(context, model, tokenizer, encoder,
                       [Example("speech", p.student.source, []) for p in held_out.pairs], generation, batch_size,

@@ -16,7 +16,7 @@ from speechllm_cli.common.io import read_jsonl, write_json, write_text
 from speechllm_cli.data.normalize import NormalizerConfig, normalize
 from speechllm_cli.metrics.asr import score_asr
 from speechllm_cli.metrics.gap_report import GapRow, plot_gap, render_gap
-from speechllm_cli.metrics.mismatch_report import render_mismatch
+from speechllm_cli.metrics.mismatch_report import render_mismatch, render_unified_mismatch
 from speechllm_cli.metrics.results import ResultRow, first_seen, render_results
 from speechllm_cli.metrics.slu import score_slu
 from speechllm_cli.metrics.slu_report import SLURow, plot_slu, render_slu
@@ -29,6 +29,7 @@ from speechllm_cli.stages.gap import gap_dir
 from speechllm_cli.stages.inputs import text_normalizer
 from speechllm_cli.stages.runner import MARKER, Context, StageResult, Unit, read_marker, run_units, status
 from speechllm_cli.stages.speech_llm_io import speech_llm_names, system_dir
+from speechllm_cli.stages.text_branch import text_branch_dir
 
 SLU_PLOT = "plots/slu_f1_vs_budget.png"
 GAP_PLOT = "plots/accuracy_vs_log_m.png"
@@ -64,13 +65,18 @@ def _asr_results(context: Context, outcomes: list[Any]) -> str:
 
 
 def _mismatch(context: Context) -> str | None:
-    """The calibrate stage's report of simulated against real posteriors, if it ran."""
+    """The calibrate stage's reports, those that exist: simulated against real posteriors, and the text branch
+    against speech in the encoder's hidden space."""
+    parts = []
     path = calibration_dir(context) / "report.json"
-    if not path.is_file():
-        return None
-    plot = MISMATCH_PLOT if (context.exp_dir / MISMATCH_PLOT).is_file() else None
-    report = json.loads(path.read_text(encoding="utf-8"))
-    return render_mismatch(report, plot, report.get("command", ""))
+    if path.is_file():
+        plot = MISMATCH_PLOT if (context.exp_dir / MISMATCH_PLOT).is_file() else None
+        report = json.loads(path.read_text(encoding="utf-8"))
+        parts.append(render_mismatch(report, plot, report.get("command", "")))
+    unified = text_branch_dir(context) / "report.json"
+    if unified.is_file():
+        parts.append(render_unified_mismatch(json.loads(unified.read_text(encoding="utf-8"))))
+    return "\n".join(parts) or None
 
 
 def _score_asr(context: Context, decode: DecodeConfig) -> tuple[list[Any], list[list[str]], int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +16,34 @@ if TYPE_CHECKING:
     from speechllm_cli.core.configs import ModelConfig
     from speechllm_cli.core.encoders import CTCEncoder
     from speechllm_cli.core.speech_llm import Prompt, SpeechLLM
+
+
+@dataclass(frozen=True)
+class Interface:
+    """Where a speech LLM meets the encoder: TASU's posteriors, or the unified encoder's hidden space (TESU)."""
+
+    feature: str
+    """The front-end output (:class:`~speechllm_cli.stages.front_end.Encoded` field) its speech input is."""
+    hidden_size: Callable[[Context], int | None]
+    """The projector's input width when it reads hidden states; None: posteriors over the encoder's units."""
+
+
+def _branch_width(context: Context) -> int:
+    from speechllm_cli.stages.text_branch import load_text_branch
+
+    return load_text_branch(context).config.hidden_size
+
+
+INTERFACES: dict[str, Interface] = {"posteriors": Interface("lsd", lambda context: None),
+                                    "unified": Interface("hidden", _branch_width)}
+MODE_INTERFACE = {"cps": "posteriors", "calibrated": "posteriors", "paired": "posteriors", "unified": "unified"}
+"""The interface of an align system, by its mode; distill systems and cells start from posterior systems."""
+
+
+def interface_of(context: Context, system: str) -> Interface:
+    align = context.config.align
+    mode = align.systems[system].mode if align is not None and system in align.systems else "cps"
+    return INTERFACES[MODE_INTERFACE[mode]]
 
 
 def llm_cache_dir() -> Path:
@@ -38,21 +68,27 @@ def system_dir(context: Context, system: str) -> Path:
     return context.exp_dir / stage / system
 
 
-def build_speech_llm(config: ModelConfig, instruction: str, encoder: CTCEncoder) -> tuple[SpeechLLM, object]:
+def build_speech_llm(config: ModelConfig, instruction: str, encoder: CTCEncoder,
+                     hidden_size: int | None = None) -> tuple[SpeechLLM, object]:
     """A fresh speech LLM (frozen LLM, new projector) prompted with ``instruction``, and the LLM's tokenizer.
 
-    The projector lives where the LLM was loaded (a GPU when there is one), so decoding needs no training
-    wrapper to move it there."""
+    The projector reads posteriors over the encoder's units, or with ``hidden_size`` (the unified interface)
+    the encoder's hidden states (``unit-lookup`` then starts from the encoder's own output layer). It lives
+    where the LLM was loaded (a GPU when there is one), so decoding needs no training wrapper to move it
+    there."""
     from speechllm_cli.core.llm import load_llm
-    from speechllm_cli.core.projector import UnitLookup, build_projector, unit_text_embeddings
+    from speechllm_cli.core.projector import HiddenLookup, UnitLookup, build_projector, unit_text_embeddings
     from speechllm_cli.core.speech_llm import SpeechLLM
 
     llm, tokenizer = load_llm(config.llm, llm_cache_dir())
     embeddings = llm.get_input_embeddings()
-    projector = build_projector(encoder.vocab_size, embeddings.embedding_dim, config.projector).to(
-        embeddings.weight.device)
+    projector = build_projector(encoder.vocab_size, embeddings.embedding_dim, config.projector, hidden_size)
+    projector = projector.to(embeddings.weight.device)
     if isinstance(projector, UnitLookup):
         projector.init_from_embeddings(unit_text_embeddings(encoder.units(), tokenizer, embeddings))
+    if isinstance(projector, HiddenLookup):
+        projector.init_from_encoder(encoder.output_layer().to(embeddings.weight.device),
+                                    unit_text_embeddings(encoder.units(), tokenizer, embeddings))
     prompt = prompt_for(tokenizer, instruction, config)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else prompt.end_of_turn
     return SpeechLLM(llm, projector, prompt, pad), tokenizer
@@ -68,10 +104,10 @@ def prompt_for(tokenizer: Any, instruction: str, config: ModelConfig) -> Prompt:
     return Prompt(template.prefix_ids, template.suffix_ids, end_of_turn_id(tokenizer))
 
 
-def save_trained(model: SpeechLLM, folder: Path, vocab_size: int, config: ModelConfig) -> None:
+def save_trained(model: SpeechLLM, folder: Path, config: ModelConfig) -> None:
     from speechllm_cli.core.projector import save_projector
 
-    save_projector(model.projector, folder / "projector", vocab_size, model.llm.get_input_embeddings().embedding_dim,
+    save_projector(model.projector, folder / "projector", model.llm.get_input_embeddings().embedding_dim,
                    config.projector)
     if config.llm.lora is not None:
         model.llm.save_pretrained(folder / "lora")
@@ -79,12 +115,12 @@ def save_trained(model: SpeechLLM, folder: Path, vocab_size: int, config: ModelC
 
 def load_weights(model: SpeechLLM, folder: Path, lora: bool) -> None:
     """Put what :func:`save_trained` wrote in ``folder`` into a freshly built model."""
-    from speechllm_cli.core.projector import load_projector
+    from safetensors.torch import load_file
 
-    model.projector.load_state_dict(load_projector(folder / "projector").state_dict())
+    model.projector.load_state_dict(load_file(str(folder / "projector" / "model.safetensors"),
+                                              device=str(model.device)))
     if lora:
         from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
 
         set_peft_model_state_dict(model.llm, load_file(str(folder / "lora" / "adapter_model.safetensors")))
 
@@ -96,6 +132,7 @@ def load_trained(context: Context, encoder: CTCEncoder, system: str) -> tuple[Sp
     if not (folder / MARKER).is_file():
         stage = folder.parent.name
         raise SpeechLLMError(f"{folder}: {stage} system {system!r} is not trained yet (run {stage} first)")
-    model, tokenizer = build_speech_llm(context.config.model, context.section("align").instruction, encoder)
+    model, tokenizer = build_speech_llm(context.config.model, context.section("align").instruction, encoder,
+                                        interface_of(context, system).hidden_size(context))
     load_weights(model, folder, context.config.model.llm.lora is not None)
     return model.eval(), tokenizer

@@ -21,7 +21,7 @@ from speechllm_cli.data.audio_source import AudioSource, Subset
 from speechllm_cli.data.sources import Track
 from speechllm_cli.stages.front_end import Encoded, SpeechFrontEnd
 from speechllm_cli.stages.runner import Context
-from speechllm_cli.stages.speech_llm_io import load_trained, speech_llm_names
+from speechllm_cli.stages.speech_llm_io import interface_of, load_trained, speech_llm_names
 
 if TYPE_CHECKING:
     from speechllm_cli.core.speech_llm import SpeechLLM
@@ -89,14 +89,15 @@ class SpeechLLMSystem:
     reads_front_end = True
 
     def __init__(self, model: SpeechLLM, tokenizer: Any, vocab_size: int, generation: GenerationConfig,
-                 batch_size: int, track: Track) -> None:
+                 batch_size: int, track: Track, feature: str = "lsd") -> None:
         self.model, self.tokenizer, self.vocab_size = model, tokenizer, vocab_size
-        self.generation, self.batch_size, self.track = generation, batch_size, track
+        self.generation, self.batch_size, self.track, self.feature = generation, batch_size, track, feature
 
     def transcribe(self, utterances: Utterances, description: str) -> list[str]:
         from speechllm_cli.core.feeds import Example
 
-        return self.answer([Example("speech", e.lsd, []) for e in utterances.encoded()], description)
+        return self.answer([Example("speech", getattr(e, self.feature), []) for e in utterances.encoded()],
+                           description)
 
     def answer(self, examples: list[Any], description: str) -> list[str]:
         """Generated text for any input kind (curriculum evaluation also asks with transcripts)."""
@@ -139,7 +140,8 @@ def speech_llm_system(context: Context, front: SpeechFrontEnd, name: str, genera
                       batch_size: int) -> SpeechLLMSystem:
     """An align system as trained; only a finished ``align`` unit counts."""
     model, tokenizer = load_trained(context, front.encoder, name)
-    return SpeechLLMSystem(model, tokenizer, front.encoder.vocab_size, generation, batch_size, context.track)
+    return SpeechLLMSystem(model, tokenizer, front.encoder.vocab_size, generation, batch_size, context.track,
+                           interface_of(context, name).feature)
 
 
 SystemFactory = Callable[[Context, "DecodeConfig", SpeechFrontEnd, str], System]

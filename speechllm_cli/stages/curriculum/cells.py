@@ -20,6 +20,7 @@ from speechllm_cli.stages.curriculum.records import cell_record_path
 from speechllm_cli.stages.front_end import SpeechFrontEnd
 from speechllm_cli.stages.inputs import load_text_set, text_set_path
 from speechllm_cli.stages.runner import Context, Unit, run_units, status
+from speechllm_cli.stages.speech_llm_io import INTERFACES, interface_of
 
 if TYPE_CHECKING:
     from speechllm_cli.core.speech_llm import SpeechLLM
@@ -41,6 +42,9 @@ class Runner:
         align = context.config.align
         if config.init is not None and (align is None or config.init not in align.systems):
             raise SpeechLLMError(f"curriculum_finetune.init: {config.init!r} is not an align system of this recipe")
+        if config.init is not None and interface_of(context, config.init) is not INTERFACES["posteriors"]:
+            raise SpeechLLMError(f"curriculum_finetune.init: {config.init!r} is a unified-encoder system; "
+                                 "curriculum-finetune reads posteriors only so far")
         self.context, self.config = context, config
         self.front = SpeechFrontEnd(context)
         self._pools: dict[str, Pools] = {}
@@ -78,7 +82,7 @@ class Runner:
         simulate = feeds.tasu_cps(vocab_size, self.context.config.model.cps)
         job = TrainJob(model, examples, [len(e) for e in examples], feeds.collate_fn(simulate), feeds.loss, plan.folder)
         report = train(job, train_config, self.context.track)
-        save_trained(model, plan.folder, vocab_size, self.context.config.model)
+        save_trained(model, plan.folder, self.context.config.model)
         return {"examples": plan.counts, "steps": steps, "resumed_from": report.resumed_from,
                 "first_loss": report.first_loss, "last_loss": report.last_loss, "seconds": round(report.seconds, 1)}
 
