@@ -2,9 +2,11 @@
 
 Three kinds of input fill the inserted positions of the prompt:
 - ``text``: LLM token ids of a transcript, embedded by the LLM's own embedding table;
-- ``cps``: unit ids of a transcript, from which posteriors are simulated afresh at every draw, by TASU's
-  CPS or by a simulation calibrated to the encoder (a :data:`Simulate` function);
-- ``speech``: real label-synchronous posteriors [L, V] of an utterance.
+- ``cps``: unit ids of a transcript, from which the encoder's output is simulated afresh at every draw (a
+  :data:`Simulate` function): posteriors by TASU's CPS or by a simulation calibrated to the encoder, or, for
+  the unified interface, hidden-state vectors by the text branch;
+- ``speech``: an utterance's real encoder output over LSD's segments: posteriors [L, V], or pooled hidden
+  states [L, H] for the unified interface.
 Training (``align``, ``curriculum-finetune``) and generation (``decode``) both go through :func:`embed`,
 so a batch may mix kinds freely and every stage sees the model the same way.
 """
@@ -26,14 +28,15 @@ Kind = Literal["text", "cps", "speech"]
 KINDS: tuple[Kind, ...] = ("text", "cps", "speech")
 Track = Callable[[Any, int, str], Any]
 Simulate = Callable[[list[list[int]], torch.Generator, float], tuple[torch.Tensor, torch.Tensor]]
-"""Unit ids, the step's generator and the training progress (0..1) -> padded posteriors [B, L, V], lengths."""
+"""Unit ids, the step's generator and the training progress (0..1) -> padded encoder-space vectors [B, L, D]
+(posteriors, or hidden states for the unified interface), lengths."""
 
 
 @dataclass(frozen=True)
 class Example:
     kind: Kind
     source: Any
-    """text: LLM token ids; cps: CTC unit ids; speech: a posterior tensor [L, V]."""
+    """text: LLM token ids; cps: CTC unit ids; speech: a tensor [L, V] of posteriors or [L, H] of hidden states."""
     target: list[int]
     """LLM token ids to predict (empty when generating)."""
 
