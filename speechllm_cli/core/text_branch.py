@@ -81,11 +81,16 @@ class TextBranch(torch.nn.Module):
 
     @classmethod
     def load(cls, folder: Path) -> Self:
-        from speechllm_cli.core.encoders.saved_folder import WEIGHTS_FILE
-
-        model = cls(read_config(folder, MODEL_TYPE, TextBranchConfig, WEIGHTS_FILE))
+        model = cls(read_branch_config(folder))
         load_weights(model, folder, "cpu")
         return model.eval()
+
+
+def read_branch_config(folder: Path) -> TextBranchConfig:
+    """A saved branch's config, without its weights (what a projector's width needs)."""
+    from speechllm_cli.core.encoders.saved_folder import WEIGHTS_FILE
+
+    return read_config(folder, MODEL_TYPE, TextBranchConfig, WEIGHTS_FILE)
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ class Interface:
 
 
 def _branch_width(context: Context) -> int:
-    from speechllm_cli.stages.text_branch import load_text_branch
+    from speechllm_cli.stages.text_branch import text_branch_width
 
-    return load_text_branch(context).config.hidden_size
+    return text_branch_width(context)
 
 
 INTERFACES: dict[str, Interface] = {"posteriors": Interface("lsd", lambda context: None),
@@ -44,6 +44,12 @@ def interface_of(context: Context, system: str) -> Interface:
     align = context.config.align
     mode = align.systems[system].mode if align is not None and system in align.systems else "cps"
     return INTERFACES[MODE_INTERFACE[mode]]
+
+
+def require_posteriors(context: Context, system: str, key: str, stage: str) -> None:
+    """Stages that fine-tune further read posteriors only so far: a unified start is a one-line error."""
+    if interface_of(context, system) is not INTERFACES["posteriors"]:
+        raise SpeechLLMError(f"{key}: {system!r} is a unified-encoder system; {stage} reads posteriors only so far")
 
 
 def llm_cache_dir() -> Path:

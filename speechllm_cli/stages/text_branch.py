@@ -76,13 +76,24 @@ def _pairs(context: Context, encoder: CTCEncoder, split: str) -> list[Pair]:
             (encoded[uid] for uid in encoded) if entry.lsd.shape[0] > 0]
 
 
-def load_text_branch(context: Context) -> TextBranch:
-    from speechllm_cli.core.text_branch import TextBranch
-
+def _saved_branch(context: Context) -> Path:
     folder = text_branch_model_dir(context)
     if not (folder / "config.json").is_file():
         raise SpeechLLMError(f"{folder}: no text branch (set calibrate.text_branch and run calibrate first)")
-    return TextBranch.load(folder)
+    return folder
+
+
+def load_text_branch(context: Context) -> TextBranch:
+    from speechllm_cli.core.text_branch import TextBranch
+
+    return TextBranch.load(_saved_branch(context))
+
+
+def text_branch_width(context: Context) -> int:
+    """The hidden width the saved branch maps into, read from its config alone."""
+    from speechllm_cli.core.text_branch import read_branch_config
+
+    return read_branch_config(_saved_branch(context)).hidden_size
 
 
 def _unit_labels(context: Context, vocab_size: int) -> Labeler:

@@ -20,7 +20,7 @@ from speechllm_cli.stages.curriculum.records import cell_record_path
 from speechllm_cli.stages.front_end import SpeechFrontEnd
 from speechllm_cli.stages.inputs import load_text_set, text_set_path
 from speechllm_cli.stages.runner import Context, Unit, run_units, status
-from speechllm_cli.stages.speech_llm_io import INTERFACES, interface_of
+from speechllm_cli.stages.speech_llm_io import require_posteriors
 
 if TYPE_CHECKING:
     from speechllm_cli.core.speech_llm import SpeechLLM
@@ -42,9 +42,8 @@ class Runner:
         align = context.config.align
         if config.init is not None and (align is None or config.init not in align.systems):
             raise SpeechLLMError(f"curriculum_finetune.init: {config.init!r} is not an align system of this recipe")
-        if config.init is not None and interface_of(context, config.init) is not INTERFACES["posteriors"]:
-            raise SpeechLLMError(f"curriculum_finetune.init: {config.init!r} is a unified-encoder system; "
-                                 "curriculum-finetune reads posteriors only so far")
+        if config.init is not None:
+            require_posteriors(context, config.init, "curriculum_finetune.init", "curriculum-finetune")
         self.context, self.config = context, config
         self.front = SpeechFrontEnd(context)
         self._pools: dict[str, Pools] = {}
