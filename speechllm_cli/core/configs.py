@@ -133,7 +133,10 @@ class LevelSchedule:
 
 class WhisperASRConfig(StrictModel):
     model: str = "whisper-tiny.en"
-    """A built-in alias, a Hugging Face Whisper folder or a hub id."""
+    """A built-in alias (whisper-tiny.en, whisper-base), a Hugging Face Whisper folder or a hub id."""
+    language: str | None = None
+    """The language token of the decoder's prompt (``en``, ``de`` ...): required by a multilingual model,
+    which would otherwise guess the language per utterance; an English-only model takes only ``en``."""
     beam: PositiveInt = 1
     max_new_tokens: PositiveInt = 128
 

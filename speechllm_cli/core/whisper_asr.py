@@ -35,12 +35,28 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(level)
 
 
+def _language(config: WhisperASRConfig, generation: Any) -> dict[str, str]:
+    """The prompt's language and task for a multilingual model; none for an English-only one (it has no
+    language tokens), which therefore takes only ``en``."""
+    if not getattr(generation, "is_multilingual", False):
+        if config.language not in (None, "en"):
+            raise SpeechLLMError(f"whisper peer: {config.model} is English-only; it cannot take language "
+                                 f"{config.language!r}")
+        return {}
+    if config.language is None:
+        raise SpeechLLMError(f"whisper peer: {config.model} is multilingual; set its language (e.g. "
+                             "decode.peers.<name>.language=en) so the decoder is not left to guess it")
+    if f"<|{config.language}|>" not in getattr(generation, "lang_to_id", {}):
+        raise SpeechLLMError(f"whisper peer: {config.model} has no language {config.language!r}")
+    return {"language": config.language, "task": "transcribe"}
+
+
 class WhisperASR:
     def __init__(self, config: WhisperASRConfig) -> None:
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
         from transformers.utils import logging as hf_logging
 
-        from speechllm_cli.core.whisper_import import resolve_whisper
+        from speechllm_cli.core.whisper_packages import resolve_whisper
 
         location = resolve_whisper(config.model)
         hf_logging.disable_progress_bar()
@@ -53,7 +69,9 @@ class WhisperASR:
         self.config = config
         self.generation = copy.deepcopy(self.model.generation_config)
         self.generation.update(num_beams=config.beam, max_new_tokens=config.max_new_tokens, max_length=None)
-        """Everything in one config: mixing it with keyword arguments makes transformers warn on every batch."""
+        """Everything else in one config: mixing it with keyword arguments makes transformers warn on every batch."""
+        self.prompt = _language(config, self.generation)
+        """Keyword arguments of ``generate``: transformers' Whisper ignores a language set in the config."""
 
     def transcribe(self, audio: AudioSource, batch_size: int,
                    track: Callable[[Iterable[Any], int, str], Iterable[Any]], description: str) -> list[str]:
@@ -66,7 +84,7 @@ class WhisperASR:
             with torch.no_grad(), _quiet_transformers():
                 ids = self.model.generate(inputs.input_features.to(self.model.device),
                                           attention_mask=inputs.attention_mask.to(self.model.device),
-                                          generation_config=self.generation)
+                                          generation_config=self.generation, **self.prompt)
             for index, text in zip(batch, self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True),
                                    strict=True):
                 texts[index] = text.strip()

