@@ -25,10 +25,15 @@ class TokenizerConfig(StrictModel):
     train_sets: list[str] = ["train"]
     """Text sets (names under prepare_text.sets) whose text trains the tokenizer."""
     character_coverage: float = 1.0
+    units: Literal["text", "phonemes"] = "text"
+    """text: units learned over the normalised text; phonemes: over espeak-ng's IPA of each text in its own
+    language (stress marks dropped), so that languages share units (cross-lingual tracks)."""
 
 
-def train_tokenizer(sentences: Iterable[str], config: TokenizerConfig, out_dir: Path) -> int:
-    """Train into ``out_dir/tokenizer.model``; return the vocabulary size actually reached.
+def train_tokenizer(sentences: Iterable[str], config: TokenizerConfig, out_dir: Path,
+                    files: dict[str, str] | None = None) -> int:
+    """Train into ``out_dir/tokenizer.model`` (``files``: more files written beside it, by name); return the
+    vocabulary size actually reached.
 
     The model is taken from memory rather than from a ``model_prefix``: sentencepiece records that prefix
     (a temporary path) in the model, so the same text would give different bytes at every training, and
@@ -44,4 +49,6 @@ def train_tokenizer(sentences: Iterable[str], config: TokenizerConfig, out_dir: 
         pad_id=0, pad_piece=BLANK, unk_id=1, bos_id=-1, eos_id=-1, minloglevel=2)
     with atomic_dir(out_dir) as tmp:
         (tmp / "tokenizer.model").write_bytes(model.getvalue())
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
     return sentencepiece.SentencePieceProcessor(model_proto=model.getvalue()).get_piece_size()

@@ -97,7 +97,7 @@ def text_items(context: Context, sets: list[str], encoder: CTCEncoder, tokenizer
     items, left_out = [], 0
     for name in sets:
         for row in load_text_set(context, name):
-            units, target = encoder.text_to_ids(row["text"]), target_ids(tokenizer, row["target"])
+            units, target = encoder.row_units(row), target_ids(tokenizer, row["target"])
             if units and len(target) <= limit:
                 items.append(Example("cps", units, target))
             else:

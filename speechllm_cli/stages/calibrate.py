@@ -76,7 +76,7 @@ def paired_frames(context: Context, encoder: CTCEncoder, split: str,
     posteriors = split_posteriors(context, encoder, split, context.config.model.lsd)
     frames, references, left_out = [], [], 0
     for row in load_text_set(context, text_set):
-        entry, units = posteriors.get(row["id"]), encoder.text_to_ids(row["text"])
+        entry, units = posteriors.get(row["id"]), encoder.row_units(row)
         if entry is None or entry.lsd.shape[0] == 0 or not units:
             left_out += 1
             continue

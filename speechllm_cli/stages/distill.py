@@ -142,7 +142,7 @@ def _split_speech(student: Student) -> Content:
 
 def _simulated(student: Student) -> Content:
     rows = _rows(student)
-    kept = [row for row in rows if student.encoder.text_to_ids(row["text"])]
+    kept = [row for row in rows if student.encoder.row_units(row)]
     return Content(kept, {"no_units": len(rows) - len(kept)} if len(kept) < len(rows) else {})
 
 
@@ -178,7 +178,7 @@ def _pairs(rows: list[dict[str, Any]], system: DistillSystemConfig, responses: l
     pairs = []
     for row, response, transcript in zip(rows, responses, transcripts, strict=True):
         student = (Example("speech", row["lsd"], response) if system.input == "speech"
-                   else Example("cps", encoder.text_to_ids(row["text"]), response))
+                   else Example("cps", encoder.row_units(row), response))
         pairs.append(Pair(student, transcript))
     texts = round(len(pairs) * system.text_share / (1 - system.text_share))
     drawn = random.Random(seed).sample(range(len(pairs)), min(texts, len(pairs)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
@@ -44,10 +45,18 @@ def _write_sets(context: Context, config: PrepareTextConfig) -> dict[str, Any]:
 
 
 def _train_tokenizer(context: Context, config: PrepareTextConfig) -> dict[str, Any]:
+    """Over the text, or over its phonemes with the marker that makes every encoder built on it read phonemes."""
+    from speechllm_cli.core.encoders.sentencepiece_units import PHONEMES, UNITS_FILE
+    from speechllm_cli.core.phonemes import phonemize
+
     assert config.tokenizer is not None
-    sentences = [row["text"] for name in config.tokenizer.train_sets
-                 for row in read_jsonl(context.exp_dir / "text" / f"{name}.jsonl")]
-    size = train_tokenizer(sentences, config.tokenizer, context.exp_dir / "tokenizer")
+    rows = [row for name in config.tokenizer.train_sets for row in read_jsonl(context.exp_dir / "text" / f"{name}.jsonl")]
+    if config.tokenizer.units == "phonemes":
+        sentences = [phonemize(row["text"], row.get("lang") or "en") for row in rows]
+        files = {UNITS_FILE: json.dumps(PHONEMES) + "\n"}
+    else:
+        sentences, files = [row["text"] for row in rows], {}
+    size = train_tokenizer(sentences, config.tokenizer, context.exp_dir / "tokenizer", files)
     return {"vocab_size": size, "sentences": len(sentences)}
 
 

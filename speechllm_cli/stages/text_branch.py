@@ -149,7 +149,7 @@ def _report(context: Context, encoder: CTCEncoder, branch: TextBranch) -> dict[s
 
     calibrate = context.section("calibrate")
     encoded = split_posteriors(context, encoder, calibrate.split, context.config.model.lsd)
-    rows = [(encoder.text_to_ids(row["text"]), encoded[row["id"]]) for row in load_text_set(context, calibrate.text_set)
+    rows = [(encoder.row_units(row), encoded[row["id"]]) for row in load_text_set(context, calibrate.text_set)
             if row["id"] in encoded and encoded[row["id"]].lsd.shape[0] > 0]
     units = [ids for ids, _ in rows if ids]
     speech = [entry.hidden.float() for ids, entry in rows if ids]

@@ -76,11 +76,11 @@ def _tokenizer_path(context: Context) -> Path:
     return context.exp_dir / "tokenizer" / "tokenizer.model"
 
 
-def _prepared(context: Context, config: TrainEncoderConfig) -> tuple[CutSet, dict[str, str]]:
+def _prepared(context: Context, config: TrainEncoderConfig) -> tuple[CutSet, dict[str, dict[str, Any]]]:
     """The split and its transcripts, read before anything is built, so that a missing one is a one-line error
     naming the stage to run (in pipeline order: the split before the text set before the tokenizer)."""
     cuts = load_cuts(context, config.split)
-    targets = {row["id"]: row["text"] for row in load_text_set(context, config.text_set)}
+    targets = {row["id"]: row for row in load_text_set(context, config.text_set)}
     tokenizer = _tokenizer_path(context)
     if not tokenizer.is_file():
         raise SpeechLLMError(f"{tokenizer}: no tokenizer (run prepare-text first)")
@@ -88,13 +88,13 @@ def _prepared(context: Context, config: TrainEncoderConfig) -> tuple[CutSet, dic
 
 
 def _examples(config: TrainEncoderConfig, encoder: CTCEncoder, cuts: CutSet,
-              targets: dict[str, str]) -> tuple[CutAudio, list[tuple[int, list[int]]], dict[str, int]]:
+              targets: dict[str, dict[str, Any]]) -> tuple[CutAudio, list[tuple[int, list[int]]], dict[str, int]]:
     """The usable utterances' audio, unread, and items (position in it, CTC targets): an item only names its
     audio, which is read when its batch is made, so no item holds a waveform."""
     from speechllm_cli.data.cut_audio import CutAudio
 
     kept = cuts.filter(lambda cut: cut.duration <= config.max_seconds and cut.id in targets).to_eager()
-    units = {cut.id: encoder.text_to_ids(targets[cut.id]) for cut in kept}
+    units = {cut.id: encoder.row_units(targets[cut.id]) for cut in kept}
     audio = CutAudio(kept.filter(lambda cut: bool(units[cut.id])))
     items = [(index, units[cut_id]) for index, cut_id in enumerate(audio.ids)]
     return audio, items, {"utterances": len(kept), "left_out": len(cuts) - len(kept)}

@@ -79,8 +79,13 @@ class CTCEncoder(torch.nn.Module, abc.ABC):
         """Text of a blank-free, repeat-collapsed id sequence, as the encoder's tokenizer writes it."""
 
     @abc.abstractmethod
-    def text_to_ids(self, text: str) -> list[int]:
-        """The encoder's own units for a transcript (never the blank): CTC targets, and CPS input."""
+    def text_to_ids(self, text: str, lang: str = "en") -> list[int]:
+        """The encoder's own units for a transcript in language ``lang`` (never the blank): CTC targets, and CPS
+        input. Only phoneme units depend on the language."""
+
+    def row_units(self, row: dict[str, Any]) -> list[int]:
+        """:meth:`text_to_ids` of a text-set row, read in the row's own language."""
+        return self.text_to_ids(row["text"], row.get("lang") or "en")
 
     @abc.abstractmethod
     def encode(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:

@@ -122,7 +122,7 @@ class HFCTCEncoder(CTCEncoder):
     def ids_to_text(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode([self._to_hf[i] for i in ids], group_tokens=False)
 
-    def text_to_ids(self, text: str) -> list[int]:
+    def text_to_ids(self, text: str, lang: str = "en") -> list[int]:
         """Tokenise in the casing the vocabulary uses (English wav2vec2 vocabularies are upper-case)."""
         ours = {hf_id: i for i, hf_id in enumerate(self._to_hf)}
         unk = self.tokenizer.unk_token_id

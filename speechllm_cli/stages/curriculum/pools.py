@@ -52,7 +52,7 @@ class Pools:
         rows, targets = load(spec.text)
         self.text = [Example("text", encode_text(tokenizer, row["text"]), targets[row["id"]]) for row in rows]
         self.cps = [Example("cps", units, targets[row["id"]]) for row in rows
-                    if (units := front.encoder.text_to_ids(row["text"]))]
+                    if (units := front.encoder.row_units(row))]
         speech_rows, speech_targets = load(spec.speech)
         posteriors = front.split(split_of(context, spec.speech, f"{key}.speech"))
         self.speech_pool = {row["id"]: Example("speech", posteriors[row["id"]].lsd, speech_targets[row["id"]])
