@@ -9,6 +9,7 @@ SmolLM2's tokenizer and chat template.
 from __future__ import annotations
 
 import json
+import shutil
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,3 +204,30 @@ def test_scores_are_the_jiwer_rates_of_the_written_hypotheses(hub: HubRun) -> No
 def _hyps(exp: Path, system: str, split: str) -> list[dict[str, str]]:
     lines = (exp / "decode" / system / split / "hyps.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines]
+
+
+def test_a_checkpoints_generation_defaults_do_not_change_beam_decoding(tmp_path: Path) -> None:
+    """A hub LLM's generation_config.json (sampling, a repetition penalty, suppressed tokens) must not leak into
+    our beam search: the shipped file suppresses every token the plain model decodes, so any leak shows."""
+    from speechllm_cli.core.configs import GenerationConfig, LLMConfig
+    from speechllm_cli.core.llm import load_llm
+    from speechllm_cli.core.speech_llm import Prompt, SpeechLLM
+
+    def beam(folder: Path) -> list[list[int]]:
+        llm, _ = load_llm(LLMConfig(model=str(folder), lora=None), tmp_path / "cache")
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            projector = torch.nn.Linear(8, llm.config.hidden_size)
+            inserted = [projector(torch.randn(n, 8)).detach() for n in (5, 9, 3)]
+        model = SpeechLLM(llm, projector, Prompt(prefix=[1, 2], suffix=[3], end_of_turn=2), pad_id=0).eval()
+        return model.generate(inserted, GenerationConfig(beam=3, max_new_tokens=10, length_ratio=4.0))
+
+    plain = _tiny_llama(tmp_path / "plain")
+    expected = beam(plain)
+    assert sum(len(h) for h in expected) > 6, "hypotheses too short to compare"
+    shipped = tmp_path / "shipped"
+    shutil.copytree(plain, shipped)
+    (shipped / "generation_config.json").write_text(json.dumps(
+        {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "repetition_penalty": 1.5,
+         "suppress_tokens": sorted({t for h in expected for t in h}), "bos_token_id": 1, "eos_token_id": 2}))
+    assert beam(shipped) == expected

@@ -187,6 +187,21 @@ def load_tokenizer(config: LLMConfig, cache_dir: Path) -> PreTrainedTokenizerBas
     return _tokenizer(_resolve(config, cache_dir), config)
 
 
+def _own_generation_settings(model: PreTrainedModel) -> None:
+    """Keep only the checkpoint's token ids in its generation config.
+
+    ``generate`` fills every setting a call leaves unset from the checkpoint's ``generation_config.json``
+    (Qwen2.5-Instruct's asks for a repetition penalty of 1.1 and sampling), so beam search would decode with
+    settings nobody configured and stop matching our own greedy loop. Decoding is the recipe's
+    ``generation`` section alone.
+    """
+    from transformers import GenerationConfig
+
+    shipped = model.generation_config
+    model.generation_config = GenerationConfig(bos_token_id=shipped.bos_token_id, eos_token_id=shipped.eos_token_id,
+                                               pad_token_id=shipped.pad_token_id)
+
+
 def load_llm(config: LLMConfig, cache_dir: Path) -> tuple[PreTrainedModel | PeftModel, PreTrainedTokenizerBase]:
     """The LLM, frozen and in eval mode (LoRA-wrapped when configured), with its tokenizer.
 
@@ -204,6 +219,7 @@ def load_llm(config: LLMConfig, cache_dir: Path) -> tuple[PreTrainedModel | Peft
         raise SpeechLLMError(f"llm.model {config.model}: cannot load ({_first_line(exc)})") from None
     model.requires_grad_(False)
     model.to(device)
+    _own_generation_settings(model)
     if config.lora is not None:
         model = get_peft_model(model, LoraConfig(
             r=config.lora.rank, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
