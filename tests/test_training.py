@@ -213,3 +213,24 @@ def test_collate_sees_the_training_progress_of_each_step(tmp_path: Path) -> None
     job.collate = recording
     train(job, TrainConfig(steps=10, batch_size=8, warmup_steps=1, checkpoint_every=5), no_track)
     assert seen == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.1, 1.2, 1.3, 1.4])
+
+
+def test_trainings_of_different_precisions_follow_each_other_in_one_process(tmp_path: Path) -> None:
+    """``speechllm run`` chains stages in one process: an fp32 encoder head, then a bf16 align on a GPU.
+    Accelerate refused the second precision (``AcceleratorState has already been initialized``)."""
+    import dataclasses
+
+    from accelerate.state import AcceleratorState
+
+    first = train(_job(tmp_path / "fp32"), CONFIG, no_track)
+    seen: list[str] = []
+
+    def loss(model, batch):  # noqa: ANN001, ANN202
+        seen.append(str(AcceleratorState().mixed_precision))
+        return job.loss(model, batch)
+
+    job = _job(tmp_path / "bf16")
+    second = train(dataclasses.replace(job, precision="bf16", loss=loss), CONFIG, no_track)
+    assert set(seen) == {"bf16"}
+    assert second.last_loss < second.first_loss * 0.5 and first.last_loss < first.first_loss * 0.5
+    assert train(_job(tmp_path / "fp32-again"), CONFIG, no_track).last_loss == pytest.approx(first.last_loss)

@@ -395,6 +395,20 @@ def step_batches(cursor: BatchCursor, processes: int, rank: int, grad_accum: int
     return [(place, batch) for place, batch in enumerate(batches) if place % processes == rank]
 
 
+def _release_accelerator_state() -> None:
+    """Let this training choose its own precision.
+
+    Accelerate keeps one precision per process and refuses a second ``Accelerator`` that asks for another, but
+    ``speechllm run`` chains stages in one process (an fp32 encoder head, then a bf16 align on a GPU). Each
+    training is whole in itself, so the previous one's state is dropped; the process group (``PartialState``)
+    is kept, since every training of a multi-process run shares it.
+    """
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+
+
 def train(job: TrainJob, config: TrainConfig, track: Track) -> TrainReport:
     """Train ``job.model`` for ``config.steps`` steps, resuming from the newest good checkpoint if there is one.
 
@@ -409,6 +423,7 @@ def train(job: TrainJob, config: TrainConfig, track: Track) -> TrainReport:
 
     distributed.joint_work_starts()
     seed_everything(config.seed)
+    _release_accelerator_state()
     # a micro-batch may leave trainable parameters unused (text-only input never reaches the projector)
     accelerator = Accelerator(cpu=distributed.cpu_only(), mixed_precision=mixed_precision(job.precision),
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
