@@ -98,8 +98,10 @@ def test_a_copied_recipe_folder_runs_its_stages(tmp_path: Path) -> None:
     result = subprocess.run([str(recipe / "run.sh"), "--stage", "8", "--exp-dir", "exp"], cwd=tmp_path, env=env,
                             capture_output=True, text=True, check=False)
     assert result.returncode == 1
-    assert result.stderr.splitlines() == [f"== stage 8: speechllm score --recipe {recipe} --exp-dir exp",
-                                          "error: score: nothing decoded yet in exp/decode (run decode first)"]
+    assert result.stderr.splitlines() == [
+        f"== stage 8: speechllm score --recipe {recipe} --exp-dir exp",
+        "error: score: nothing decoded yet in exp/decode and no curriculum-finetune cell evaluated (run decode or "
+        "curriculum-finetune first)"]
 
 
 def test_no_module_unpickles() -> None:

@@ -50,7 +50,8 @@ def _train_tokenizer(context: Context, config: PrepareTextConfig) -> dict[str, A
     from speechllm_cli.core.phonemes import phonemize
 
     assert config.tokenizer is not None
-    rows = [row for name in config.tokenizer.train_sets for row in read_jsonl(context.exp_dir / "text" / f"{name}.jsonl")]
+    text_dir = context.exp_dir / "text"
+    rows = [row for name in config.tokenizer.train_sets for row in read_jsonl(text_dir / f"{name}.jsonl")]
     if config.tokenizer.units == "phonemes":
         sentences = [phonemize(row["text"], row.get("lang") or "en") for row in rows]
         files = {UNITS_FILE: json.dumps(PHONEMES) + "\n"}

@@ -153,10 +153,10 @@ def run(context: Context) -> StageResult:
     header = (f"# Results: {context.config.name}\n\nMade by `{context.command}`; outputs by the commands "
               "listed under each table. Error rates and scores in %; ASR after the recipe's text normalisation.\n\n")
     sections, rows, parts = [], [], []
+    outcomes, slu = [], []
     if decode is not None:
         outcomes, asr_rows, undecoded = _score_asr(context, decode)
-        if not outcomes:
-            raise SpeechLLMError(f"score: nothing decoded yet in {context.exp_dir / 'decode'} (run decode first)")
+    if outcomes:
         sections.append(_asr_results(context, outcomes))
         gap = _gap_rows(context, outcomes)
         if gap:
@@ -175,6 +175,9 @@ def run(context: Context) -> StageResult:
             plot_slu(slu, context.exp_dir / SLU_PLOT)
             sections.append(render_slu(slu, SLU_PLOT))
         parts.append(f"{len(slu)} SLU runs" + (f" ({missing} cells not run yet)" if missing else ""))
+    if not outcomes and not slu:
+        raise SpeechLLMError(f"score: nothing decoded yet in {context.exp_dir / 'decode'} and no curriculum-finetune "
+                             "cell evaluated (run decode or curriculum-finetune first)")
     write_text(context.exp_dir / "RESULTS.md", header + "\n".join(sections))
     summary = f"score: {', '.join(parts)} -> {context.exp_dir / 'RESULTS.md'}"
     return StageResult(summary, ["output", "score", "", "status"], rows)
