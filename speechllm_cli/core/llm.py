@@ -26,6 +26,7 @@ from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import atomic_dir
 from speechllm_cli.common.packages import package_folder
 from speechllm_cli.core.configs import LLMConfig
+from speechllm_cli.core.llm_packages import QWEN25_CODER_05B_INSTRUCT
 
 # peft probes this deprecated transformers attribute on every wrap; the warning would precede every stage's output.
 warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*is deprecated", category=FutureWarning)
@@ -72,6 +73,7 @@ def _tiny_random_smollm2(cache_dir: Path) -> Path:
 ALIASES: dict[str, Callable[[Path], Path]] = {
     "smollm2-135m-instruct": _smollm2_135m_instruct,
     "tiny-random-smollm2": _tiny_random_smollm2,
+    "qwen2.5-coder-0.5b-instruct": lambda cache_dir: QWEN25_CODER_05B_INSTRUCT.joined(),
 }
 """Built-in model names, each resolved lazily (given the cache folder) to a local GGUF file or folder."""
 

