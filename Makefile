@@ -11,10 +11,15 @@ test: setup
 # The mini recipe end to end in about 30 minutes: data, text, encoder, calibration, alignment (tasu,
 # calibrated, paired), decoding (with the encoder's own ctc output and the whisper peer), scoring. The TTS
 # baseline (tts) is `make mini-tts`; the SLU sweep is `make mini-slu`.
+# What `make mini` decodes: the encoder's CTC output alone and searched with the text corpora's LM, the three
+# speech LLMs, the Whisper peer, and on the spoken questions the original LLM reading their text (the ceiling),
+# the ctc transcript and the peer's (the cascades).
+DECODED = --system ctc --system ctc_lm --system tasu --system calibrated --system paired --system whisper \
+          --system text_llm --system ctc_llm --system whisper_llm
 mini: setup
 	recipes/mini/run.sh --stop-stage 4
 	.venv/bin/speechllm align --recipe mini --system tasu --system calibrated --system paired
-	.venv/bin/speechllm decode --recipe mini --system ctc --system tasu --system calibrated --system paired --system whisper
+	.venv/bin/speechllm decode --recipe mini $(DECODED)
 	recipes/mini/run.sh --stage 8
 	@cat exp/mini/RESULTS.md
 
@@ -25,7 +30,7 @@ BASE = --exp-dir exp/mini-base --set train_encoder.model.whisper=whisper-base \
 mini-base: setup
 	recipes/mini/run.sh --stop-stage 4 $(BASE)
 	.venv/bin/speechllm align --recipe mini $(BASE) --system tasu --system calibrated --system paired
-	.venv/bin/speechllm decode --recipe mini $(BASE) --system ctc --system tasu --system calibrated --system paired --system whisper
+	.venv/bin/speechllm decode --recipe mini $(BASE) $(DECODED)
 	recipes/mini/run.sh --stage 8 $(BASE)
 	@cat exp/mini-base/RESULTS.md
 

@@ -111,3 +111,17 @@ def test_the_model_section_is_shared_and_validated_without_torch(tmp_path: Path)
              "print(sorted(m for m in ('torch', 'transformers', 'peft', 'lhotse') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("decode.searches={whisper: {text_sets: [train]}}", "searches: 'whisper' names another system"),
+    ("decode.cascades={reference: {transcripts: ctc}}", "cascades: 'reference' names another system"),
+    ("decode.cascades={a: {transcripts: ctc}, b: {transcripts: a}}", "cascades.b.transcripts: 'a' is a cascade"),
+    ("decode.tasks={test_xdomain: {instruction: Answer., text_set: qa_test}}",
+     "tasks: split 'test_xdomain' is also a transcription split"),
+    ("align.systems.multitask.tasks=[{instruction: A, text_sets: [train], share: 0.5}]",
+     "the shares add up to 0.5, not 1"),
+])
+def test_decode_and_task_settings_that_cannot_work_are_refused(override: str, message: str) -> None:
+    with pytest.raises(SpeechLLMError, match=message):
+        load_recipe("mini", [override])

@@ -85,7 +85,7 @@ def test_rerun_skips_finished_stages(tiny) -> None:
     before = {m: m.stat().st_mtime_ns for m in markers}
     result = _run(exp.parent.parent)
     assert result.returncode == 0, result.stderr
-    assert "prepare-data: 13 outputs (13 up to date)" in result.stdout
+    assert "prepare-data: 14 outputs (14 up to date)" in result.stdout
     assert result.stdout.count("up to date") >= 12 + 10 + 1 + 1 + 4 + 18 + 24 + 18
     assert " done " not in result.stdout
     assert {m: m.stat().st_mtime_ns for m in markers} == before
@@ -133,7 +133,7 @@ def test_decode_and_score_outputs(tiny) -> None:
     exp, run = tiny
     for noise in ("Both `max_new_tokens`", "attention mask is not set", "generation-related arguments"):
         assert noise not in run.stderr, noise
-    for system in ("ctc", "tasu", "calibrated", "tts", "paired", "whisper"):
+    for system in ("ctc", "ctc_lm", "tasu", "calibrated", "tts", "paired", "whisper"):
         for split in ("test_indomain", "test_newvoice", "test_xdomain"):
             hyps = exp / "decode" / system / split / "hyps.jsonl"
             rows = [json.loads(line) for line in hyps.read_text().splitlines()]
@@ -158,6 +158,118 @@ def test_decode_and_score_outputs(tiny) -> None:
     whisper_wers = [json.loads((exp / "score/whisper" / split / "summary.json").read_text())["wer"]
                     for split in ("test_indomain", "test_newvoice", "test_xdomain")]
     assert max(whisper_wers) < 0.8, f"pretrained Whisper measured at 37, 58 and 8 % WER; got {whisper_wers}"
+
+
+def test_spoken_questions_are_asked_of_speech_llms_and_cascades_only(tiny) -> None:
+    exp, _ = tiny
+    lines = (exp / "text/qa_test.jsonl").read_text().splitlines()
+    answers = {row["id"]: row["target"] for row in map(json.loads, lines)}
+    for system in ("tasu", "calibrated", "tts", "paired", "text_llm", "ctc_llm"):
+        rows = [json.loads(line) for line in (exp / "decode" / system / "qa_test/hyps.jsonl").read_text().splitlines()]
+        assert len(rows) == 6 and all(row["ref"] == answers[row["id"]] for row in rows)
+        decoded = json.loads((exp / "decode" / system / "qa_test/summary.json").read_text())
+        assert decoded["instruction"] == "Answer the question in one word."
+        scored = json.loads((exp / "score" / system / "qa_test/summary.json").read_text())
+        listing = (exp / "score" / system / "qa_test/answers.txt").read_text().splitlines()
+        assert scored["accuracy"] == pytest.approx(sum("\tright\t" in line for line in listing) / 6)
+    for system in ("ctc", "ctc_lm", "whisper"):
+        assert not (exp / "decode" / system / "qa_test").exists()
+    for split in ("test_indomain", "test_newvoice", "test_xdomain"):
+        assert not (exp / "decode/ctc_llm" / split).exists()
+    results = (exp / "RESULTS.md").read_text()
+    assert "## Answer accuracy (spoken tasks)" in results and "| text_llm |" in results and "of text ceiling" in results
+
+
+def test_a_system_asked_two_instructions_builds_two_prompts(tiny) -> None:
+    from speechllm_cli.stages.front_end import SpeechFrontEnd
+    from speechllm_cli.stages.recipe import load_recipe
+    from speechllm_cli.stages.runner import Context
+    from speechllm_cli.stages.systems import speech_llm_system, split_utterances
+
+    exp, _ = tiny
+    context = Context(load_recipe("tiny", []).config, exp)
+    front = SpeechFrontEnd(context)
+    system = speech_llm_system(context, front, "tasu", context.config.decode.generation, 4)
+    trained, built = system.model.prompt, []
+    factory = system.prompt
+    system.prompt = lambda instruction: built.append(factory(instruction)) or built[-1]
+    utterances = split_utterances(front, "qa_test")
+    for instruction in ("Answer the question in one word.", "Repeat the question."):
+        assert len(system.transcribe(utterances, "asking", instruction)) == 6
+        assert system.model.prompt is trained
+    first, second = (prompt.prefix for prompt in built)
+    assert first != second
+    words = system.tokenizer("Repeat the question.", add_special_tokens=False).input_ids
+    assert any(second[i:i + len(words)] == words for i in range(len(second)))
+
+
+def test_the_cascade_is_the_original_llm_reading_the_ctc_transcript(tiny) -> None:
+    from speechllm_cli.stages.front_end import SpeechFrontEnd
+    from speechllm_cli.stages.recipe import load_recipe
+    from speechllm_cli.stages.runner import Context
+    from speechllm_cli.stages.systems import original_llm
+
+    exp, _ = tiny
+    clips = sorted((exp / "data/audio/qa_test").glob("*.flac"))[:3]
+    ask = "Answer the question in one word."
+    transcripts = _speechllm("decode", "--recipe", "tiny", "--exp-dir", exp, "--system", "ctc", *clips)
+    cascade = _speechllm("decode", "--recipe", "tiny", "--exp-dir", exp, "--system", "ctc_llm", "--instruction", ask,
+                         *clips)
+    assert transcripts.returncode == 0 and cascade.returncode == 0, transcripts.stderr + cascade.stderr
+    context = Context(load_recipe("tiny", []).config, exp)
+    reader = original_llm(context, SpeechFrontEnd(context), context.config.decode.generation, 8)
+    expected = reader.read([line.split("\t", 1)[1] for line in transcripts.stdout.splitlines()], "reading", ask)
+    assert [line.split("\t", 1)[1] for line in cascade.stdout.splitlines()] == expected
+    refused = _speechllm("decode", "--recipe", "tiny", "--exp-dir", exp, "--system", "ctc", "--instruction", ask,
+                         clips[0])
+    assert refused.returncode == 1
+    assert refused.stderr == "error: --instruction: ctc only transcribes; ask a speech LLM or a cascade\n"
+
+
+def test_multitask_examples_hold_each_instruction_at_its_share(tiny) -> None:
+    from collections import Counter
+
+    from speechllm_cli.core.llm import target_ids
+    from speechllm_cli.stages.align import task_items
+    from speechllm_cli.stages.inputs import load_trained_encoder
+    from speechllm_cli.stages.recipe import load_recipe
+    from speechllm_cli.stages.runner import Context
+    from speechllm_cli.stages.speech_llm_io import build_speech_llm, prompt_for
+
+    exp, _ = tiny
+    context = Context(load_recipe("tiny", []).config, exp)
+    config = context.section("align")
+    system = config.systems["multitask"]
+    encoder = load_trained_encoder(context)
+    model, tokenizer = build_speech_llm(context.config.model, config.instruction, encoder)
+    items, left_out = task_items(context, system, config, encoder, model, tokenizer)
+    total = config.train.steps * config.train.batch_size
+    prompts = {task.instruction: tuple(prompt_for(tokenizer, task.instruction, context.config.model).prefix)
+               for task in system.tasks}
+    counts = Counter(tuple(item.prompt.prefix) for item in items)
+    assert left_out == 0 and len(items) == total
+    assert counts == {prompts[task.instruction]: round(task.share * total) for task in system.tasks}
+    rows = [json.loads(line) for name in ("scripture_text", "commands_text")
+            for line in (exp / f"text/{name}.jsonl").read_text().splitlines()]
+    transcripts = {tuple(target_ids(tokenizer, row["target"])) for row in rows}
+    first = prompts[system.tasks[0].instruction]
+    assert all(tuple(item.target) in transcripts for item in items if tuple(item.prompt.prefix) == first)
+    trained = json.loads((exp / "align/multitask/.done").read_text())
+    assert trained["stats"]["examples"] == total and trained["stats"]["steps"] == config.train.steps
+
+
+def test_a_frozen_llm_system_trains_the_projector_alone(tiny) -> None:
+    from safetensors.torch import load_file
+
+    exp, _ = tiny
+    assert not (exp / "align/frozen/lora").exists() and (exp / "align/tasu/lora").is_dir()
+    trained = json.loads((exp / "align/frozen/.done").read_text())
+    assert trained["stats"]["steps"] == 6
+    saved = {name for name in load_file(str(exp / "align/frozen/checkpoint/step-6/tensors.safetensors"))
+             if name.startswith("model.")}
+    assert saved and all(name.startswith("model.projector.") for name in saved), sorted(saved)[:3]
+    with_lora = load_file(str(exp / "align/tasu/checkpoint/step-6/tensors.safetensors"))
+    assert any(name.startswith("model.llm.") for name in with_lora)
 
 
 def test_from_scratch_encoder_is_a_recipe_option(tiny, tmp_path: Path) -> None:
@@ -522,7 +634,7 @@ def test_align_trains_only_the_named_systems(tiny, tmp_path: Path) -> None:
     unknown = _align(copy, "--system", "bogus")
     assert unknown.returncode == 1
     assert unknown.stderr.strip() == (
-        "error: --system bogus: not in align.systems (known: tasu, calibrated, paired, tesu, tts)")
+        "error: --system bogus: not in align.systems (known: tasu, calibrated, paired, tesu, tts, frozen, multitask)")
 
 
 def test_score_counts_systems_not_decoded_yet(tiny, tmp_path: Path) -> None:
@@ -534,7 +646,7 @@ def test_score_counts_systems_not_decoded_yet(tiny, tmp_path: Path) -> None:
     result = subprocess.run([str(SPEECHLLM), "score", "--recipe", "tiny", "--exp-dir", str(copy)],
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
-    assert "15 system x split scores (3 not decoded yet)" in result.stdout
+    assert "18 system x split scores (3 not decoded yet)" in result.stdout
     results = (copy / "RESULTS.md").read_text()
     assert "| tasu |" in results and "| paired |" not in results
 
@@ -643,7 +755,7 @@ def test_a_deleted_marker_over_unchanged_inputs_redoes_only_that_unit(tiny, tmp_
     (copy / "data/train/.done").unlink()
     prepared = _speechllm("prepare-data", "--recipe", "tiny", "--exp-dir", copy)
     assert prepared.returncode == 0, prepared.stderr
-    assert "prepare-data: 13 outputs (12 up to date)" in prepared.stdout
+    assert "prepare-data: 14 outputs (13 up to date)" in prepared.stdout
     text = _speechllm("prepare-text", "--recipe", "tiny", "--exp-dir", copy, "--force")
     assert text.returncode == 0, text.stderr
     assert (cuts.read_bytes(), tokenizer.read_bytes()) == before
@@ -675,7 +787,7 @@ def test_ctc_decoding_depends_on_neither_lsd_nor_generation(tiny, tmp_path: Path
     shutil.copytree(exp / "decode", copy / "decode")
     shutil.copytree(exp / "align/tasu", copy / "align/tasu")
     changed = ("--set", "model.lsd.blank_threshold=0.8", "--set", "decode.generation.max_new_tokens=5",
-               "--set", "decode.splits=[test_indomain]")
+               "--set", "decode.splits=[test_indomain]", "--set", "decode.tasks={}")
     result = _speechllm("decode", "--recipe", "tiny", "--exp-dir", copy, "--system", "ctc", "--system", "tasu",
                         *changed)
     assert result.returncode == 0, result.stderr

@@ -280,16 +280,23 @@ def decode(
     set_: SetOpt = None,
     force: ForceOpt = False,
     system: Annotated[list[str] | None, typer.Option(
-        "--system", help="With FILEs: the one system that transcribes them (ctc, an align system or a peer "
-                         "such as whisper; default tasu). Without: decode only this system of decode.systems. "
-                         "Repeatable without FILEs.")] = None,
+        "--system", help="With FILEs: the one system that transcribes them (ctc, a search, an align system, a "
+                         "cascade or a peer such as whisper; default tasu). Without: decode only this system of "
+                         "decode.systems. Repeatable without FILEs.")] = None,
+    instruction: Annotated[str | None, typer.Option(
+        "--instruction", metavar="TEXT",
+        help="With FILEs: ask this instead of a transcript (e.g. 'Answer the question in one word.'); speech LLMs "
+             "and cascades only. Test splits take theirs from decode.tasks.", show_default=False)] = None,
     num_processes: Annotated[int, typer.Option(
         "--num-processes", min=1, metavar="N",
         help="Decode the test splits with N processes on this machine (one per GPU, or sharing the CPU cores), "
              "each taking every N-th utterance; the hypotheses are merged and written by the first.")] = 1,
 ) -> None:
-    """Zero-shot ASR of the test splits (speech -> encoder -> LSD -> projector -> LLM), or of given files."""
+    """Zero-shot ASR of the test splits (speech -> encoder -> LSD -> projector -> LLM) and the answers to their
+    task splits (decode.tasks), or the transcripts of given files or answers about them (--instruction)."""
     if not files:
+        if instruction is not None:
+            raise _fail("--instruction: give FILEs to ask (a test split's instruction is set in decode.tasks)", 2)
         _relaunch(num_processes)
         values = {"decode.systems": _only(recipe, set_, "--system", "decode", "systems", system)} if system else {}
         _execute("decode", recipe, exp_dir, set_, force, values)
@@ -301,7 +308,7 @@ def decode(
         from speechllm_cli.stages.decode import transcribe_files
 
         context = _context(recipe, exp_dir, set_, force, None)
-        for path, text in transcribe_files(context, files, system[0] if system else "tasu"):
+        for path, text in transcribe_files(context, files, system[0] if system else "tasu", instruction):
             typer.echo(f"{path}\t{text}")
 
     _guarded(transcribe)

@@ -12,6 +12,7 @@ from typing import Literal, Self
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from speechllm_cli.common.config import StrictModel
+from speechllm_cli.common.names import Name
 
 ProjectorKind = Literal["tasu-mlp", "unit-lookup"]
 """The names of ``core.projector.PROJECTORS`` (a test keeps the two equal)."""
@@ -90,6 +91,26 @@ class GenerationConfig(StrictModel):
     repetition_penalty: PositiveFloat = 1.0
     no_repeat_ngram: NonNegativeInt = 0
     """Forbid repeating any n-gram of this size (0 = off)."""
+
+
+class LMSearchConfig(StrictModel):
+    """The encoder's output searched with a word n-gram LM of the recipe's text (a ``decode.searches`` system)."""
+
+    text_sets: list[Name] = Field(min_length=1)
+    """prepare-text sets whose sentences the LM is estimated from (never a test set's)."""
+    order: int = Field(3, ge=1, le=6)
+    discount: float = Field(0.75, gt=0.0, lt=1.0)
+    """Kneser-Ney's absolute discount."""
+    lm_weight: float = Field(0.7, ge=0.0, le=10.0)
+    """Scale of the LM's log-probability against the encoder's (0.7 with a bonus of 3: the best of a grid on
+    the mini recipe's dev split, recipes/mini/RESULTS.md)."""
+    word_bonus: float = Field(3.0, ge=-20.0, le=20.0)
+    """Added per word, against the LM's preference for short outputs."""
+    beam: PositiveInt = 16
+    unit_beam: PositiveInt = 8
+    """Units tried per posterior row."""
+    min_prob: float = Field(1e-4, gt=0.0, lt=1.0)
+    """Units below this posterior are not tried."""
 
 
 class SimulatorConfig(StrictModel):

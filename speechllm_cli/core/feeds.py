@@ -22,7 +22,7 @@ import torch
 from speechllm_cli.common.batching import length_batches
 from speechllm_cli.core.configs import CPSConfig, GenerationConfig
 from speechllm_cli.core.posteriors import simulate_posteriors
-from speechllm_cli.core.speech_llm import SpeechLLM
+from speechllm_cli.core.speech_llm import Prompt, SpeechLLM
 
 Kind = Literal["text", "cps", "speech"]
 KINDS: tuple[Kind, ...] = ("text", "cps", "speech")
@@ -39,6 +39,8 @@ class Example:
     """text: LLM token ids; cps: CTC unit ids; speech: a tensor [L, V] of posteriors or [L, H] of hidden states."""
     target: list[int]
     """LLM token ids to predict (empty when generating)."""
+    prompt: Prompt | None = None
+    """The instruction's prompt for this example (multi-task training); None: the model's own."""
 
     def __len__(self) -> int:
         return int(self.source.shape[0]) if self.kind == "speech" else len(self.source)
@@ -90,7 +92,9 @@ def embed(model: SpeechLLM, batch: Batch) -> list[torch.Tensor]:
 def loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """Cross-entropy on the targets, computed by calling ``model`` (a :class:`SpeechLLM`, or a data-parallel
     wrapper of one that averages the gradients of what the call uses), the projector included."""
-    return model(lambda speech_llm: embed(speech_llm, batch), [e.target for e in batch.examples])
+    prompts = [e.prompt for e in batch.examples]
+    return model(lambda speech_llm: embed(speech_llm, batch), [e.target for e in batch.examples],
+                 prompts if any(p is not None for p in prompts) else None)
 
 
 def generate_texts(model: SpeechLLM, tokenizer: Any, examples: Sequence[Example], vocab_size: int,

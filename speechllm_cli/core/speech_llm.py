@@ -57,10 +57,11 @@ class SpeechLLM(torch.nn.Module):
         """Plain text input: the LLM's own token embeddings, for text-only training phases."""
         return [self.embed_ids(seq) for seq in ids]
 
-    def _sequence(self, inserted: torch.Tensor, target: Sequence[int]) -> tuple[torch.Tensor, list[int]]:
+    def _sequence(self, inserted: torch.Tensor, target: Sequence[int],
+                  prompt: Prompt | None = None) -> tuple[torch.Tensor, list[int]]:
         dtype = self.llm.get_input_embeddings().weight.dtype
-        parts = [self.embed_ids(self.prompt.prefix), inserted.to(dtype),
-                 self.embed_ids(self.prompt.suffix)]
+        prompt = prompt or self.prompt
+        parts = [self.embed_ids(prompt.prefix), inserted.to(dtype), self.embed_ids(prompt.suffix)]
         if target:
             parts.append(self.embed_ids(target))
         embeds = torch.cat(parts)
@@ -68,9 +69,12 @@ class SpeechLLM(torch.nn.Module):
         return embeds, labels
 
     def batch_inputs(self, inserted: Sequence[torch.Tensor], targets: Sequence[Sequence[int]] | None = None,
-                     left_pad: bool = False) -> dict[str, torch.Tensor]:
-        """``inputs_embeds``, ``attention_mask`` (and ``labels`` with targets) for the LLM."""
-        seqs = [self._sequence(x, targets[i] if targets else []) for i, x in enumerate(inserted)]
+                     left_pad: bool = False,
+                     prompts: Sequence[Prompt | None] | None = None) -> dict[str, torch.Tensor]:
+        """``inputs_embeds``, ``attention_mask`` (and ``labels`` with targets) for the LLM; ``prompts`` gives a row
+        its own instruction (multi-task training), None rows keep the model's."""
+        seqs = [self._sequence(x, targets[i] if targets else [], prompts[i] if prompts else None)
+                for i, x in enumerate(inserted)]
         width = max(e.shape[0] for e, _ in seqs)
         dim = seqs[0][0].shape[1]
         embeds = seqs[0][0].new_zeros(len(seqs), width, dim)
@@ -86,15 +90,16 @@ class SpeechLLM(torch.nn.Module):
             inputs["labels"] = labels
         return inputs
 
-    def forward(self, inputs: Callable[[SpeechLLM], Sequence[torch.Tensor]],
-                targets: Sequence[Sequence[int]]) -> torch.Tensor:
+    def forward(self, inputs: Callable[[SpeechLLM], Sequence[torch.Tensor]], targets: Sequence[Sequence[int]],
+                prompts: Sequence[Prompt | None] | None = None) -> torch.Tensor:
         """The training loss of the sequences ``inputs`` builds with this model (projected posteriors, embedded
         text). Built inside the call, so that a data-parallel wrapper sees every parameter the loss uses."""
-        return self.loss(inputs(self), targets)
+        return self.loss(inputs(self), targets, prompts)
 
-    def loss(self, inserted: Sequence[torch.Tensor], targets: Sequence[Sequence[int]]) -> torch.Tensor:
+    def loss(self, inserted: Sequence[torch.Tensor], targets: Sequence[Sequence[int]],
+             prompts: Sequence[Prompt | None] | None = None) -> torch.Tensor:
         """Cross-entropy on the target tokens only (prompt and inserted positions are ignored)."""
-        return self.llm(**self.batch_inputs(inserted, targets)).loss
+        return self.llm(**self.batch_inputs(inserted, targets, prompts=prompts)).loss
 
     @torch.no_grad()
     def generate(self, inserted: Sequence[torch.Tensor], config: GenerationConfig) -> list[list[int]]:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import PositiveInt, model_validator
+from pydantic import Field, PositiveInt, model_validator
 
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
@@ -29,12 +29,25 @@ from speechllm_cli.core.train_config import TrainConfig
 from speechllm_cli.stages.calibrate import calibrated_simulator, calibration_model_dir
 from speechllm_cli.stages.inputs import encoder_dir, load_text_set, load_trained_encoder, text_set_path
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
-from speechllm_cli.stages.speech_llm_io import build_speech_llm, interface_of, save_trained, system_dir
+from speechllm_cli.stages.speech_llm_io import build_speech_llm, interface_of, save_trained, system_dir, system_model
 from speechllm_cli.stages.text_branch import TextSideConfig, text_branch_model_dir
 
 if TYPE_CHECKING:
     from speechllm_cli.core.encoders import CTCEncoder
     from speechllm_cli.core.feeds import Example, Simulate
+    from speechllm_cli.core.speech_llm import Prompt, SpeechLLM
+
+
+class AlignTaskConfig(StrictModel):
+    """One instruction of a multi-task system, and the text its examples are simulated from."""
+
+    instruction: str
+    text_sets: list[Name] = Field(min_length=1)
+    share: float = Field(gt=0.0, le=1.0)
+    """Its part of the examples the system trains on (the shares of a system's tasks add up to 1)."""
+    targets: Literal["dataset", "teacher"] = "dataset"
+    """dataset: the text set's targets (transcripts, answers); teacher: what the original LLM replies to the
+    instruction and the text, so that the student learns to behave on speech as the LLM does on text."""
 
 
 class AlignSystemConfig(StrictModel):
@@ -42,6 +55,9 @@ class AlignSystemConfig(StrictModel):
     text_sets: list[Name] = []
     """cps, calibrated, unified: the text sets to simulate the encoder's output from. paired: the set holding
     the split's transcripts."""
+    tasks: list[AlignTaskConfig] = []
+    """Text-only modes: train on several instructions (multi-task alignment), each from its own text, instead
+    of align's instruction over ``text_sets``."""
     split: Name | None = None
     """paired: the split whose speech gives real posteriors."""
     levels: list[tuple[float, float]] = [(0.0, 1.0)]
@@ -49,10 +65,17 @@ class AlignSystemConfig(StrictModel):
     0 is error-free real-shaped frames, 1 the measured encoder. The default holds the measured level."""
     text_side: TextSideConfig | None = None
     """unified: how transcripts become text-side vectors (labels, noise); None: the defaults."""
+    frozen_llm: bool = False
+    """Train the projector alone, the LLM frozen (TASU's own setting), even when ``model.llm`` has LoRA."""
 
     @model_validator(mode="after")
     def _inputs_given(self) -> AlignSystemConfig:
-        if not self.text_sets:
+        if self.tasks:
+            if self.text_sets or self.mode == "paired":
+                raise ValueError("tasks replace text_sets, in the text-only modes (cps, calibrated, unified)")
+            if abs(sum(task.share for task in self.tasks) - 1.0) > 1e-6:
+                raise ValueError(f"tasks: the shares add up to {sum(task.share for task in self.tasks):g}, not 1")
+        elif not self.text_sets:
             raise ValueError("text_sets is empty")
         if self.mode == "paired" and (self.split is None or len(self.text_sets) != 1):
             raise ValueError("paired mode needs a split and exactly one text set (its transcripts)")
@@ -68,9 +91,11 @@ class AlignSystemConfig(StrictModel):
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings a trained system depends on: ``text_side`` in effect for unified systems, absent for the
-        other modes, so that they keep the keys they were trained under."""
+        other modes, and ``tasks`` and ``frozen_llm`` only when set, so that systems keep the keys they were
+        trained under."""
         side = self.side
-        return {**self.model_dump(mode="json", exclude={"text_side"}),
+        exclude = {"text_side"} | (set() if self.tasks else {"tasks"}) | (set() if self.frozen_llm else {"frozen_llm"})
+        return {**self.model_dump(mode="json", exclude=exclude),
                 **({"text_side": side.model_dump(mode="json")} if side is not None else {})}
 
 
@@ -103,6 +128,64 @@ def text_items(context: Context, sets: list[str], encoder: CTCEncoder, tokenizer
             else:
                 left_out += 1
     return items, left_out
+
+
+def task_items(context: Context, system: AlignSystemConfig, config: AlignConfig, encoder: CTCEncoder,
+               model: SpeechLLM, tokenizer: Any) -> tuple[list[Example], int]:
+    """A multi-task system's examples: ``share`` of the examples its training reads (steps x batch size) per
+    task, each carrying its instruction's prompt; a task's rows are taken in a seeded order, from the start
+    again when they run out. Teacher targets are the original LLM's replies to the instruction and the text."""
+    import random
+
+    from speechllm_cli.core.feeds import Example
+    from speechllm_cli.core.llm import target_ids
+    from speechllm_cli.stages.speech_llm_io import prompt_for
+
+    total = config.train.steps * config.train.batch_size
+    rng = random.Random(config.train.seed)
+    items, left_out = [], 0
+    for task in system.tasks:
+        rows = [row for name in task.text_sets for row in load_text_set(context, name)]
+        if not rows:
+            raise SpeechLLMError(f"align: the text sets {task.text_sets} of task {task.instruction!r} are empty")
+        rng.shuffle(rows)
+        chosen = [rows[i % len(rows)] for i in range(round(task.share * total))]
+        prompt = prompt_for(tokenizer, task.instruction, context.config.model)
+        if task.targets == "teacher":
+            replies = teacher_replies(context, model, tokenizer, prompt, [row["text"] for row in chosen],
+                                      encoder.vocab_size, config.max_target_tokens, task.instruction)
+        else:
+            replies = [row["target"] for row in chosen]
+        for row, reply in zip(chosen, replies, strict=True):
+            units, target = encoder.row_units(row), target_ids(tokenizer, reply)
+            if units and len(target) <= config.max_target_tokens:
+                items.append(Example("cps", units, target, prompt))
+            else:
+                left_out += 1
+    return items, left_out
+
+
+def teacher_replies(context: Context, model: SpeechLLM, tokenizer: Any, prompt: Prompt, texts: list[str],
+                    vocab_size: int, limit: int, instruction: str) -> list[str]:
+    """The original LLM's greedy reply to each distinct text (adapters off) under ``prompt``, in input order."""
+    from speechllm_cli.core.configs import GenerationConfig
+    from speechllm_cli.core.distill import adapters_off
+    from speechllm_cli.core.feeds import Example, generate_texts
+    from speechllm_cli.core.llm import encode_text
+
+    distinct = list(dict.fromkeys(texts))
+    trained, training, model.prompt = model.prompt, model.training, prompt
+    generation = GenerationConfig(max_new_tokens=limit, length_ratio=8.0, no_repeat_ngram=3)
+    try:
+        with adapters_off(model.llm):
+            replies = generate_texts(model.eval(), tokenizer, [Example("text", encode_text(tokenizer, t), [])
+                                                               for t in distinct],
+                                     vocab_size, 16, generation, context.track, f"teacher: {instruction}")
+    finally:
+        model.prompt = trained
+        model.train(training)
+    answered = dict(zip(distinct, replies, strict=True))
+    return [answered[text] for text in texts]
 
 
 def _paired_items(context: Context, system: AlignSystemConfig, config: AlignConfig, encoder: CTCEncoder,
@@ -163,10 +246,13 @@ def _train_system(context: Context, config: AlignConfig, name: str) -> dict[str,
     encoder = load_trained_encoder(context)
     vocab_size = encoder.vocab_size
     seed_everything(config.train.seed)
-    model, tokenizer = build_speech_llm(context.config.model, config.instruction, encoder,
+    model_config = system_model(context, name)
+    model, tokenizer = build_speech_llm(model_config, config.instruction, encoder,
                                         interface_of(context, name).hidden_size(context))
     if system.mode == "paired":
         items, left_out = _paired_items(context, system, config, encoder, tokenizer)
+    elif system.tasks:
+        items, left_out = task_items(context, system, config, encoder, model, tokenizer)
     else:
         items, left_out = text_items(context, system.text_sets, encoder, tokenizer, config.max_target_tokens)
     if not items:
@@ -176,14 +262,15 @@ def _train_system(context: Context, config: AlignConfig, name: str) -> dict[str,
     collate = feeds.collate_fn(simulation(context, config, system, vocab_size))
     job = TrainJob(model, items, [len(e) for e in items], collate, feeds.loss, folder, config.precision)
     report = train(job, config.train, context.track)
-    save_trained(model, folder, context.config.model)
+    save_trained(model, folder, model_config)
     return {"mode": system.mode, "examples": len(items), "left_out": left_out, "steps": report.steps,
             "resumed_from": report.resumed_from, "first_loss": report.first_loss, "last_loss": report.last_loss,
             "seconds": round(report.seconds, 1)}
 
 
 def _inputs(context: Context, system: AlignSystemConfig) -> list[Path]:
-    paths = [text_set_path(context, name) for name in system.text_sets] + [encoder_dir(context)]
+    sets = dict.fromkeys([*system.text_sets, *(name for task in system.tasks for name in task.text_sets)])
+    paths = [text_set_path(context, name) for name in sets] + [encoder_dir(context)]
     if system.mode == "calibrated":
         paths.append(calibration_model_dir(context))
     if system.mode == "unified":

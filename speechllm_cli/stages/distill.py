@@ -35,7 +35,14 @@ from speechllm_cli.stages.curriculum.records import cell_of
 from speechllm_cli.stages.gap import MeasureConfig, gap_units
 from speechllm_cli.stages.inputs import cuts_path, encoder_dir, load_text_set, load_trained_encoder, text_set_path
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
-from speechllm_cli.stages.speech_llm_io import load_trained, prompt_for, require_posteriors, save_trained, system_dir
+from speechllm_cli.stages.speech_llm_io import (
+    load_trained,
+    prompt_for,
+    require_lora,
+    require_posteriors,
+    save_trained,
+    system_dir,
+)
 
 if TYPE_CHECKING:
     from speechllm_cli.core.distill import Pair
@@ -276,7 +283,9 @@ def _check(context: Context, config: DistillStageConfig) -> None:
                 and not _is_cell(context, f"distill.systems.{name}.init", system.init)):
             raise SpeechLLMError(f"distill.systems.{name}.init: {system.init!r} is neither an align system nor a "
                                  "distill system listed before it")
-        require_posteriors(context, align_under(context, config, name), f"distill.systems.{name}.init", "distill")
+        root = align_under(context, config, name)
+        require_posteriors(context, root, f"distill.systems.{name}.init", "distill")
+        require_lora(context, root, f"distill.systems.{name}.init", "distill")
         earlier.add(name)
         if name in known:
             raise SpeechLLMError(f"distill.systems.{name}: the name is an align system's; decode could not tell "

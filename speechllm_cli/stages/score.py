@@ -17,18 +17,20 @@ from speechllm_cli.data.normalize import NormalizerConfig, normalize
 from speechllm_cli.metrics.asr import score_asr
 from speechllm_cli.metrics.gap_report import GapRow, plot_gap, render_gap
 from speechllm_cli.metrics.mismatch_report import render_mismatch, render_unified_mismatch
-from speechllm_cli.metrics.results import ResultRow, first_seen, render_results
+from speechllm_cli.metrics.qa import contains_answer
+from speechllm_cli.metrics.results import MISSING, ResultRow, first_seen, render_results
 from speechllm_cli.metrics.slu import score_slu
 from speechllm_cli.metrics.slu_report import SLURow, plot_slu, render_slu
 from speechllm_cli.stages.calibrate import MISMATCH_PLOT, calibration_dir
 from speechllm_cli.stages.curriculum.config import CurriculumConfig, cells
 from speechllm_cli.stages.curriculum.records import cell_of, read_cell
-from speechllm_cli.stages.decode import DecodeConfig, decode_dir
+from speechllm_cli.stages.decode import DecodeConfig, decode_dir, decoded_splits
 from speechllm_cli.stages.distill import measured_systems
 from speechllm_cli.stages.gap import gap_dir
 from speechllm_cli.stages.inputs import text_normalizer
 from speechllm_cli.stages.runner import MARKER, Context, StageResult, Unit, read_marker, run_units, status
 from speechllm_cli.stages.speech_llm_io import speech_llm_names, system_dir
+from speechllm_cli.stages.systems import REFERENCE
 from speechllm_cli.stages.text_branch import text_branch_dir
 
 SLU_PLOT = "plots/slu_f1_vs_budget.png"
@@ -49,6 +51,55 @@ def _score(context: Context, normalizer: NormalizerConfig, system: str, split: s
     summary = {**score.as_dict(), "rtf": decoded["rtf"], "command": decoded["command"]}
     write_json(out / "summary.json", summary)
     return summary
+
+
+def _score_answers(context: Context, normalizer: NormalizerConfig, system: str, split: str) -> dict[str, Any]:
+    """Answer accuracy of a task split: a response is right when it holds the answer (``metrics.qa``)."""
+    rows = read_jsonl(decode_dir(context, system, split) / "hyps.jsonl")
+    right = [contains_answer(normalize(r["ref"], normalizer), normalize(r["hyp"], normalizer)) for r in rows]
+    listing = "".join(f"{r['id']}\t{'right' if ok else 'wrong'}\t{r['ref']}\t{r['hyp']}\n"
+                      for r, ok in zip(rows, right, strict=True))
+    out = score_dir(context, system, split)
+    write_text(out / "answers.txt", listing)
+    decoded = json.loads((decode_dir(context, system, split) / "summary.json").read_text(encoding="utf-8"))
+    summary = {"num_utts": len(rows), "accuracy": round(sum(right) / max(len(rows), 1), 5), "rtf": decoded["rtf"],
+               "instruction": decoded.get("instruction"), "command": decoded["command"]}
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _score_tasks(context: Context, decode: DecodeConfig) -> tuple[list[Any], list[list[str]]]:
+    """Answer accuracy of every system that has answered a task split (``decode.tasks``)."""
+    normalizer = text_normalizer(context)
+    systems = [*decode.systems, *(name for name in speech_llm_names(context) if name not in decode.systems)]
+    decoded = [(system, split) for system in systems for split in decode.tasks
+               if (decode_dir(context, system, split) / "summary.json").is_file()]
+    units = [Unit(f"score/{system}/{split}", score_dir(context, system, split),
+                  {"system": system, "split": split, "metric": "answer-accuracy",
+                   "normalize": normalizer.model_dump(mode="json")},
+                  [decode_dir(context, system, split) / "hyps.jsonl"],
+                  lambda s=system, p=split: _score_answers(context, normalizer, s, p))
+             for system, split in decoded]
+    outcomes = run_units(context, units)
+    rows = [[f"{o.unit.settings['system']} / {o.unit.settings['split']}", f"accuracy {100 * o.stats['accuracy']:.1f}",
+             "", status(o)] for o in outcomes]
+    return outcomes, rows
+
+
+def _task_results(decode: DecodeConfig, outcomes: list[Any]) -> str:
+    """The understanding table: answers to spoken tasks, and each as a share of the text ceiling's (the
+    original LLM reading the split's own transcripts) where there is one task split and a ceiling."""
+    rows = [ResultRow(o.unit.settings["system"], o.unit.settings["split"], o.stats, o.stats["command"])
+            for o in outcomes]
+    ceilings = [name for name, cascade in decode.cascades.items() if cascade.transcripts == REFERENCE]
+    extra = None
+    if len(decode.tasks) == 1 and ceilings:
+        top = {row.system: row.metrics["accuracy"] for row in rows}.get(ceilings[0])
+        extra = ("of text ceiling", {row.system: f"{100 * row.metrics['accuracy'] / top:.0f} %" if top else MISSING
+                                     for row in rows})
+    instructions = "; ".join(f"{split}: \"{task.instruction}\"" for split, task in decode.tasks.items())
+    return (render_results("Answer accuracy (spoken tasks)", rows, "accuracy", extra)
+            + f"\nAsked ({instructions}); right when the response holds the answer.\n")
 
 
 def _align_seconds(context: Context, systems: list[str]) -> dict[str, str]:
@@ -84,7 +135,7 @@ def _score_asr(context: Context, decode: DecodeConfig) -> tuple[list[Any], list[
     guessed. Other align and distill systems (decoded with ``--set decode.systems=...``) are scored too."""
     normalizer = text_normalizer(context)
     systems = [*decode.systems, *(name for name in speech_llm_names(context) if name not in decode.systems)]
-    pairs = [(system, split) for system in systems for split in decode.splits]
+    pairs = [(system, split) for system in systems for split in _transcribed(context, decode, system)]
     decoded = [(system, split) for system, split in pairs
                if (decode_dir(context, system, split) / "summary.json").is_file()]
     units = [Unit(f"score/{system}/{split}", score_dir(context, system, split),
@@ -95,8 +146,13 @@ def _score_asr(context: Context, decode: DecodeConfig) -> tuple[list[Any], list[
     outcomes = run_units(context, units)
     rows = [[f"{o.unit.settings['system']} / {o.unit.settings['split']}", f"WER {100 * o.stats['wer']:.2f}",
              f"CER {100 * o.stats['cer']:.2f}", status(o)] for o in outcomes]
-    expected = len(decode.systems) * len(decode.splits)
+    expected = sum(len(_transcribed(context, decode, system)) for system in decode.systems)
     return outcomes, rows, expected - sum(system in decode.systems for system, _ in decoded)
+
+
+def _transcribed(context: Context, decode: DecodeConfig, system: str) -> list[str]:
+    """The transcription splits ``system`` decodes (a cascade decodes none)."""
+    return [split for split, task in decoded_splits(context, decode, system) if task is None]
 
 
 def _gap_rows(context: Context, outcomes: list[Any]) -> list[GapRow]:
@@ -168,6 +224,12 @@ def run(context: Context) -> StageResult:
         rows += asr_rows
         parts.append(f"{len(outcomes)} system x split scores"
                      + (f" ({undecoded} not decoded yet)" if undecoded else ""))
+    if decode is not None and decode.tasks:
+        answered, task_rows = _score_tasks(context, decode)
+        if answered:
+            sections.append(_task_results(decode, answered))
+            rows += task_rows
+            parts.append(f"{len(answered)} system x task scores")
     if curriculum is not None:
         slu, slu_rows, missing = _score_slu(context, curriculum)
         rows += slu_rows

@@ -46,6 +46,21 @@ def interface_of(context: Context, system: str) -> Interface:
     return INTERFACES[MODE_INTERFACE[mode]]
 
 
+def system_model(context: Context, system: str) -> ModelConfig:
+    """The recipe's ``model`` as ``system`` was built: without LoRA for an align system with a frozen LLM
+    (``frozen_llm``: the projector alone trains, TASU's own setting)."""
+    model, align = context.config.model, context.config.align
+    frozen = align is not None and system in align.systems and align.systems[system].frozen_llm
+    return model.model_copy(update={"llm": model.llm.model_copy(update={"lora": None})}) if frozen else model
+
+
+def require_lora(context: Context, system: str, key: str, stage: str) -> None:
+    """Stages that continue a system's LoRA cannot start from one trained without it."""
+    if system_model(context, system).llm.lora is None and context.config.model.llm.lora is not None:
+        raise SpeechLLMError(f"{key}: {system!r} trained its projector only (frozen_llm); {stage} continues LoRA "
+                             "systems only")
+
+
 def require_posteriors(context: Context, system: str, key: str, stage: str) -> None:
     """Stages that fine-tune further read posteriors only so far: a unified start is a one-line error."""
     if interface_of(context, system) is not INTERFACES["posteriors"]:
@@ -138,7 +153,8 @@ def load_trained(context: Context, encoder: CTCEncoder, system: str) -> tuple[Sp
     if not (folder / MARKER).is_file():
         stage = folder.parent.name
         raise SpeechLLMError(f"{folder}: {stage} system {system!r} is not trained yet (run {stage} first)")
-    model, tokenizer = build_speech_llm(context.config.model, context.section("align").instruction, encoder,
+    config = system_model(context, system)
+    model, tokenizer = build_speech_llm(config, context.section("align").instruction, encoder,
                                         interface_of(context, system).hidden_size(context))
-    load_weights(model, folder, context.config.model.llm.lora is not None)
+    load_weights(model, folder, config.llm.lora is not None)
     return model.eval(), tokenizer

@@ -13,6 +13,7 @@ from speechllm_cli.data.text_domains.commands import command_items
 from speechllm_cli.data.text_domains.commands_de import command_items_de
 from speechllm_cli.data.text_domains.kjv import kjv_items
 from speechllm_cli.data.text_domains.questions import question_items
+from speechllm_cli.data.text_domains.trivia import trivia_items
 
 TextGenerator = Callable[[int], list[TextItem]]
 
@@ -21,6 +22,7 @@ GENERATORS: dict[str, TextGenerator] = {
     "commands": command_items,
     "commands-de": command_items_de,
     "questions": question_items,
+    "trivia": trivia_items,
 }
 
 __all__ = ["GENERATORS", "TextGenerator", "TextItem"]

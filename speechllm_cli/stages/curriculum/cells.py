@@ -20,7 +20,7 @@ from speechllm_cli.stages.curriculum.records import cell_record_path
 from speechllm_cli.stages.front_end import SpeechFrontEnd
 from speechllm_cli.stages.inputs import load_text_set, text_set_path
 from speechllm_cli.stages.runner import Context, Unit, run_units, status
-from speechllm_cli.stages.speech_llm_io import require_posteriors
+from speechllm_cli.stages.speech_llm_io import require_lora, require_posteriors
 
 if TYPE_CHECKING:
     from speechllm_cli.core.speech_llm import SpeechLLM
@@ -44,6 +44,7 @@ class Runner:
             raise SpeechLLMError(f"curriculum_finetune.init: {config.init!r} is not an align system of this recipe")
         if config.init is not None:
             require_posteriors(context, config.init, "curriculum_finetune.init", "curriculum-finetune")
+            require_lora(context, config.init, "curriculum_finetune.init", "curriculum-finetune")
         self.context, self.config = context, config
         self.front = SpeechFrontEnd(context)
         self._pools: dict[str, Pools] = {}
@@ -86,11 +87,13 @@ class Runner:
                 "first_loss": report.first_loss, "last_loss": report.last_loss, "seconds": round(report.seconds, 1)}
 
     def _system(self, plan: PhasePlan) -> SpeechLLMSystem:
+        from speechllm_cli.stages.speech_llm_io import prompt_for
         from speechllm_cli.stages.systems import SpeechLLMSystem
 
         model, tokenizer = self._model(plan.folder)
         return SpeechLLMSystem(model.eval(), tokenizer, self.front.encoder.vocab_size, self.config.generation,
-                               self.config.decode_batch_size, self.context.track)
+                               self.config.decode_batch_size, self.context.track,
+                               lambda instruction: prompt_for(tokenizer, instruction, self.context.config.model))
 
     def evaluate(self, cell: Cell, plan: PhasePlan, out: Path) -> dict[str, Any]:
         """Hypotheses of the cell's model on the test set with speech and with transcripts as input."""
