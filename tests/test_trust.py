@@ -82,7 +82,7 @@ def test_exp_dir_that_is_a_file_is_one_line(cli, tmp_path: Path) -> None:
 
 def test_decode_system_without_files_narrows_the_recipe(cli) -> None:
     line = _one_line(cli("decode", "--recipe", "tiny", "--system", "bogus"))
-    assert line.startswith("error: --system bogus: not in decode.systems (known: ctc, tasu")
+    assert line.startswith("error: --system bogus: not in decode.systems (known: ctc, ctc_lm, tasu")
 
 
 def test_a_copied_recipe_folder_runs_its_stages(tmp_path: Path) -> None:
