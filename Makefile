@@ -1,5 +1,5 @@
 # The two commands of the README. Both run tools/setup.sh first (fast when nothing is missing).
-.PHONY: setup test mini mini-base mini-xlingual mini-tts mini-slu mini-distill mini-tesu
+.PHONY: setup test mini mini-base mini-xlingual mini-tts mini-understand mini-slu mini-distill mini-tesu
 
 setup:
 	@bash tools/setup.sh
@@ -45,6 +45,15 @@ mini-xlingual: setup
 	.venv/bin/speechllm curriculum-finetune --recipe mini $(IPA) --track en-de --scheme curriculum --budget 25
 	recipes/mini/run.sh --stage 8 $(IPA)
 	@cat exp/mini-ipa/RESULTS.md
+
+# What `make mini` runs, plus the two alignments of the understanding comparison (recipes/mini/RESULTS.md):
+# multitask (transcription and the LLM's own replies to questions and commands, text only) and
+# calibrated_frozen (the projector alone), decoded on the test sets and the spoken questions.
+mini-understand: mini
+	.venv/bin/speechllm align --recipe mini --system multitask --system calibrated_frozen
+	.venv/bin/speechllm decode --recipe mini --set 'decode.systems=[multitask, calibrated_frozen]'
+	recipes/mini/run.sh --stage 8
+	@cat exp/mini/RESULTS.md
 
 # What `make mini` runs, plus the tts baseline (about 6 minutes more).
 mini-tts: mini
