@@ -23,6 +23,7 @@ from speechllm_cli.stages.runner import Context, Unit, run_units, status
 from speechllm_cli.stages.speech_llm_io import require_lora, require_posteriors
 
 if TYPE_CHECKING:
+    from speechllm_cli.core.feeds import Simulate
     from speechllm_cli.core.speech_llm import SpeechLLM
     from speechllm_cli.stages.systems import SpeechLLMSystem
 
@@ -78,13 +79,24 @@ class Runner:
         steps = max(1, math.ceil(plan.phase.epochs * len(examples) / self.config.train.batch_size))
         train_config = self.config.train.model_copy(update={
             "steps": steps, "lr": plan.phase.lr, "warmup_steps": max(1, round(self.config.warmup_ratio * steps))})
-        vocab_size = self.front.encoder.vocab_size
-        simulate = feeds.tasu_cps(vocab_size, self.context.config.model.cps)
-        job = TrainJob(model, examples, [len(e) for e in examples], feeds.collate_fn(simulate), feeds.loss, plan.folder)
+        job = TrainJob(model, examples, [len(e) for e in examples], feeds.collate_fn(self._simulation()), feeds.loss,
+                       plan.folder)
         report = train(job, train_config, self.context.track)
         save_trained(model, plan.folder, self.context.config.model)
         return {"examples": plan.counts, "steps": steps, "resumed_from": report.resumed_from,
                 "first_loss": report.first_loss, "last_loss": report.last_loss, "seconds": round(report.seconds, 1)}
+
+    def _simulation(self) -> Simulate:
+        """The cps inputs are simulated the way the init system was aligned (TASU's CPS, or the encoder's
+        calibrated simulation), so that a phase continues on the input the projector already reads."""
+        from speechllm_cli.core import feeds
+        from speechllm_cli.stages.align import simulation
+
+        align = self.context.config.align
+        vocab_size = self.front.encoder.vocab_size
+        if self.config.init is None or align is None:
+            return feeds.tasu_cps(vocab_size, self.context.config.model.cps)
+        return simulation(self.context, align, align.systems[self.config.init], vocab_size)
 
     def _system(self, plan: PhasePlan) -> SpeechLLMSystem:
         from speechllm_cli.stages.speech_llm_io import prompt_for

@@ -29,8 +29,9 @@ class TrackConfig(StrictModel):
 
 class CurriculumConfig(StrictModel):
     init: Name | None = "tasu"
-    """The align system whose projector (and LoRA) every run starts from; None starts from scratch. The model
-    itself (LLM, LoRA, projector) is the recipe's ``model`` section, the one the init system was trained as."""
+    """The align system whose projector (and LoRA) every run starts from, and whose simulation (TASU's CPS or
+    the calibrated one) the cps inputs use; None starts from scratch, on CPS. The model itself (LLM, LoRA,
+    projector) is the recipe's ``model`` section, the one the init system was trained as."""
     instruction: str = "Give the scenario, action and entities of the command as JSON."
     tracks: dict[Name, TrackConfig]
     schemes: list[Name] = list(PRESETS)
