@@ -121,6 +121,8 @@ def test_the_model_section_is_shared_and_validated_without_torch(tmp_path: Path)
      "tasks: split 'test_xdomain' is also a transcription split"),
     ("align.systems.multitask.tasks=[{instruction: A, text_sets: [train], share: 0.5}]",
      "the shares add up to 0.5, not 1"),
+    ("distill.systems.salad_active.tasks=[{instruction: A, text_sets: [trivia_text], share: 1.0}]",
+     "tasks replace text_sets, with simulated input only"),
 ])
 def test_decode_and_task_settings_that_cannot_work_are_refused(override: str, message: str) -> None:
     with pytest.raises(SpeechLLMError, match=message):

@@ -216,6 +216,40 @@ def test_teacher_responses_are_the_base_llms_greedy_answers_closed_by_end_of_tur
     assert responses == [[*ids, PROMPT.end_of_turn] for ids in expected]
 
 
+OTHER = Prompt(prefix=[1, 7, 8, 2], suffix=[9, 3], end_of_turn=5)
+
+
+def test_teacher_responses_in_another_prompt_answer_there_and_leave_the_trained_prompt() -> None:
+    base = _llm()
+    adapted, original = _adapted(base), _speech_llm(base)
+    generation = GenerationConfig(max_new_tokens=6, length_ratio=4.0)
+
+    responses = teacher_responses(adapted, TRANSCRIPTS, generation, batch_size=2, prompt=OTHER)
+
+    original.prompt = OTHER
+    with torch.no_grad():
+        expected = [original.generate(original.embed_texts([t]), generation)[0] for t in TRANSCRIPTS]
+    assert responses == [[*ids, OTHER.end_of_turn] for ids in expected]
+    assert responses != teacher_responses(adapted, TRANSCRIPTS, generation, batch_size=2)
+    assert adapted.prompt is PROMPT
+
+
+def test_each_items_prompt_reaches_student_and_teacher() -> None:
+    """A frozen LLM reading the transcript itself is its own teacher: M is 0 exactly when both sides read the
+    item's prompt; scoring the teacher in the trained prompt instead would make it positive."""
+    model = _adapted(_llm(), b_scale=0.0)
+    pairs = [Pair(Example("text", t, r, OTHER if i % 2 else None), t)
+             for i, (t, r) in enumerate(zip(TRANSCRIPTS, RESPONSES, strict=True))]
+
+    assert misalignment(model, pairs, batch_size=3) == pytest.approx(0.0, abs=1e-6)
+    batch = pair_collate(tasu_cps(UNITS, CPSConfig()))(pairs, torch.Generator(), 1.0)
+    assert batch.prompts == [None, OTHER, None]
+    with torch.no_grad():
+        prompted = response_logits(model, model.embed_texts(TRANSCRIPTS), RESPONSES, batch.prompts)
+    unprompted = teacher_logits(model, TRANSCRIPTS, RESPONSES)
+    assert float(token_kl(prompted.logits, unprompted.logits, "forward").mean()) > 1e-4
+
+
 # --- forgetting and misalignment
 
 

@@ -934,6 +934,45 @@ def test_stage_two_speaks_the_budget_chosen_by_misalignment_or_at_random_and_cou
     assert any(not torch.equal(after[key], tensor) for key, tensor in before.items())
 
 
+def test_salad_over_instructions_distils_each_instruction_at_its_share_in_its_prompt(tiny, tmp_path: Path) -> None:
+    """Issue 23: SALAD from simulated input over two instructions; each item carries its task's prompt, the
+    transcription task scores the dataset's transcripts, the question task the original LLM's own answers."""
+    from collections import Counter
+
+    from speechllm_cli.core.distill import teacher_responses
+    from speechllm_cli.core.llm import encode_text, target_ids
+    from speechllm_cli.stages.distill import Student, _task_items, distill_dir
+    from speechllm_cli.stages.inputs import load_trained_encoder
+    from speechllm_cli.stages.recipe import load_recipe
+    from speechllm_cli.stages.runner import Context
+    from speechllm_cli.stages.speech_llm_io import load_trained, prompt_for
+
+    exp, _ = tiny
+    work = _copy_aligned(exp, tmp_path / "exp")
+    result = _speechllm("distill", "--recipe", "tiny", "--exp-dir", work, "--system", "salad_tasks")
+    assert result.returncode == 0, result.stderr
+    stats = json.loads((work / "distill/salad_tasks/.done").read_text())["stats"]
+    context = Context(load_recipe("tiny", []).config, work)
+    config = context.section("distill")
+    system = config.systems["salad_tasks"]
+    total = config.train.steps * config.train.batch_size
+    assert stats["items"] == total - sum(stats["skipped"].values()) and stats["steps"] == config.train.steps
+
+    encoder = load_trained_encoder(context)
+    model, tokenizer = load_trained(context, encoder, "tasu")
+    items = _task_items(Student(context, config, system, encoder, model, tokenizer, distill_dir(context, "x")))
+    prompts = [prompt_for(tokenizer, task.instruction, context.config.model) for task in system.tasks]
+    by_prompt = Counter(tuple(pair.student.prompt.prefix) for pair in items.pairs)
+    assert by_prompt == {tuple(p.prefix): round(t.share * total) for p, t in zip(prompts, system.tasks, strict=True)}
+    transcribe, answer = ([p for p in items.pairs if p.student.prompt.prefix == prompt.prefix] for prompt in prompts)
+    assert all(p.student.kind == "cps" for p in items.pairs)
+    assert all(p.student.target == target_ids(tokenizer, tokenizer.decode(p.transcript)) for p in transcribe)
+    pair = answer[0]
+    [reply] = teacher_responses(model, [pair.transcript], config.generation, 1, prompts[1])
+    assert pair.student.target == reply != target_ids(tokenizer, tokenizer.decode(pair.transcript))
+    assert pair.transcript == encode_text(tokenizer, tokenizer.decode(pair.transcript))
+
+
 def test_a_curriculum_cell_is_measured_and_distilled_like_any_speech_llm(tiny, tmp_path: Path) -> None:
     """Issue 13: F and M of curriculum-finetune systems, and a student initialised from one."""
     exp, _ = tiny

@@ -26,7 +26,7 @@ from peft import PeftModel
 from speechllm_cli.common.batching import length_batches
 from speechllm_cli.core.configs import DistillConfig, GenerationConfig, KLDirection
 from speechllm_cli.core.feeds import Batch, Example, Simulate, collate_fn, embed
-from speechllm_cli.core.speech_llm import IGNORE, SpeechLLM
+from speechllm_cli.core.speech_llm import IGNORE, Prompt, SpeechLLM
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,13 @@ class PairBatch:
     @property
     def responses(self) -> list[list[int]]:
         return [example.target for example in self.student.examples]
+
+    @property
+    def prompts(self) -> list[Prompt | None] | None:
+        """Each item's instruction prompt (multi-task items), which teacher and student both read; None: the
+        model's own for all."""
+        prompts = [example.prompt for example in self.student.examples]
+        return prompts if any(p is not None for p in prompts) else None
 
 
 @dataclass
@@ -84,14 +91,14 @@ def adapters_off(llm: torch.nn.Module) -> Iterator[None]:
         yield
 
 
-def response_logits(model: SpeechLLM, inserted: Sequence[torch.Tensor],
-                    responses: Sequence[Sequence[int]]) -> ResponseLogits:
+def response_logits(model: SpeechLLM, inserted: Sequence[torch.Tensor], responses: Sequence[Sequence[int]],
+                    prompts: Sequence[Prompt | None] | None = None) -> ResponseLogits:
     """Logits of ``model``'s LLM predicting each response token after its inserted sequence, in the prompt.
 
     Position j predicts token j + 1, so the positions kept are those just before each response token; any
     prefix length gives the same N rows in the same order.
     """
-    inputs = model.batch_inputs(inserted, responses)
+    inputs = model.batch_inputs(inserted, responses, prompts=prompts)
     following = inputs.pop("labels")[:, 1:]
     predicting = following != IGNORE
     keep = F.pad(predicting, (0, 1), value=False)
@@ -99,11 +106,11 @@ def response_logits(model: SpeechLLM, inserted: Sequence[torch.Tensor],
     return ResponseLogits(logits, following[predicting])
 
 
-def teacher_logits(model: SpeechLLM, transcripts: Sequence[Sequence[int]],
-                   responses: Sequence[Sequence[int]]) -> ResponseLogits:
-    """The original LLM reading the transcripts in the student's prompt; no gradient reaches anything."""
+def teacher_logits(model: SpeechLLM, transcripts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
+                   prompts: Sequence[Prompt | None] | None = None) -> ResponseLogits:
+    """The original LLM reading the transcripts in the student's prompts; no gradient reaches anything."""
     with torch.no_grad(), adapters_off(model.llm):
-        return response_logits(model, model.embed_texts(transcripts), responses)
+        return response_logits(model, model.embed_texts(transcripts), responses, prompts)
 
 
 def token_kl(student: torch.Tensor, teacher: torch.Tensor, direction: KLDirection,
@@ -148,9 +155,10 @@ class Distiller(torch.nn.Module):
         self.config = config
 
     def forward(self, batch: PairBatch) -> torch.Tensor:
-        responses = batch.responses
-        student = response_logits(self.speech_llm, embed(self.speech_llm, batch.student), responses)
-        teacher = teacher_logits(self.speech_llm, batch.transcripts, responses) if self.config.kl_weight > 0 else None
+        responses, prompts = batch.responses, batch.prompts
+        student = response_logits(self.speech_llm, embed(self.speech_llm, batch.student), responses, prompts)
+        teacher = (teacher_logits(self.speech_llm, batch.transcripts, responses, prompts)
+                   if self.config.kl_weight > 0 else None)
         return distill_loss(student, teacher, self.config)
 
 
@@ -161,11 +169,12 @@ def loss(model: torch.nn.Module, batch: PairBatch) -> torch.Tensor:
 
 
 def teacher_responses(model: SpeechLLM, transcripts: Sequence[Sequence[int]], generation: GenerationConfig,
-                      batch_size: int) -> list[list[int]]:
-    """The original LLM's own answer to each transcript in the student's prompt (``SpeechLLM.generate``, adapters
-    off), closed by the end-of-turn token like a dataset target; a student then learns what its LLM would say."""
+                      batch_size: int, prompt: Prompt | None = None) -> list[list[int]]:
+    """The original LLM's own answer to each transcript in the student's prompt, or in ``prompt``
+    (``SpeechLLM.generate``, adapters off), closed by the end-of-turn token like a dataset target; a student then
+    learns what its LLM would say."""
     responses: list[list[int]] = [[] for _ in transcripts]
-    with torch.no_grad(), adapters_off(model.llm):
+    with torch.no_grad(), adapters_off(model.llm), model.prompted(prompt):
         for indices in length_batches([len(t) for t in transcripts], batch_size):
             inserted = model.embed_texts([transcripts[i] for i in indices])
             for index, ids in zip(indices, model.generate(inserted, generation), strict=True):
@@ -190,8 +199,8 @@ def misalignment(model: SpeechLLM, pairs: Sequence[Pair], batch_size: int,
     total, count = 0.0, 0
     for indices in length_batches([len(p) for p in pairs], batch_size):
         batch = collate([pairs[i] for i in indices], torch.Generator().manual_seed(0), 1.0)
-        student = response_logits(model, embed(model, batch.student), batch.responses)
-        teacher = teacher_logits(model, batch.transcripts, batch.responses)
+        student = response_logits(model, embed(model, batch.student), batch.responses, batch.prompts)
+        teacher = teacher_logits(model, batch.transcripts, batch.responses, batch.prompts)
         total += float(token_kl(student.logits, teacher.logits, "forward").sum())
         count += student.targets.numel()
     if count == 0:

@@ -8,8 +8,9 @@ utterance's last prompt position is the last column.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,17 @@ class SpeechLLM(torch.nn.Module):
     @property
     def device(self) -> torch.device:
         return self.llm.get_input_embeddings().weight.device
+
+    @contextlib.contextmanager
+    def prompted(self, prompt: Prompt | None) -> Iterator[None]:
+        """Generate under another instruction's prompt for the duration (None: the trained one), so that a
+        system trained on one instruction can be asked any other and still be saved with its own."""
+        trained = self.prompt
+        self.prompt = prompt or trained
+        try:
+            yield
+        finally:
+            self.prompt = trained
 
     def embed_ids(self, ids: Sequence[int]) -> torch.Tensor:
         tensor = torch.tensor(list(ids), dtype=torch.long, device=self.device)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import PositiveInt, model_validator
 
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
@@ -30,24 +30,13 @@ from speechllm_cli.stages.calibrate import calibrated_simulator, calibration_mod
 from speechllm_cli.stages.inputs import encoder_dir, load_text_set, load_trained_encoder, text_set_path
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
 from speechllm_cli.stages.speech_llm_io import build_speech_llm, interface_of, save_trained, system_dir, system_model
+from speechllm_cli.stages.tasks import TaskConfig, check_shares, task_rows, task_targets
 from speechllm_cli.stages.text_branch import TextSideConfig, text_branch_model_dir
 
 if TYPE_CHECKING:
     from speechllm_cli.core.encoders import CTCEncoder
     from speechllm_cli.core.feeds import Example, Simulate
-    from speechllm_cli.core.speech_llm import Prompt, SpeechLLM
-
-
-class AlignTaskConfig(StrictModel):
-    """One instruction of a multi-task system, and the text its examples are simulated from."""
-
-    instruction: str
-    text_sets: list[Name] = Field(min_length=1)
-    share: float = Field(gt=0.0, le=1.0)
-    """Its part of the examples the system trains on (the shares of a system's tasks add up to 1)."""
-    targets: Literal["dataset", "teacher"] = "dataset"
-    """dataset: the text set's targets (transcripts, answers); teacher: what the original LLM replies to the
-    instruction and the text, so that the student learns to behave on speech as the LLM does on text."""
+    from speechllm_cli.core.speech_llm import SpeechLLM
 
 
 class AlignSystemConfig(StrictModel):
@@ -55,7 +44,7 @@ class AlignSystemConfig(StrictModel):
     text_sets: list[Name] = []
     """cps, calibrated, unified: the text sets to simulate the encoder's output from. paired: the set holding
     the split's transcripts."""
-    tasks: list[AlignTaskConfig] = []
+    tasks: list[TaskConfig] = []
     """Text-only modes: train on several instructions (multi-task alignment), each from its own text, instead
     of align's instruction over ``text_sets``."""
     split: Name | None = None
@@ -73,8 +62,7 @@ class AlignSystemConfig(StrictModel):
         if self.tasks:
             if self.text_sets or self.mode == "paired":
                 raise ValueError("tasks replace text_sets, in the text-only modes (cps, calibrated, unified)")
-            if abs(sum(task.share for task in self.tasks) - 1.0) > 1e-6:
-                raise ValueError(f"tasks: the shares add up to {sum(task.share for task in self.tasks):g}, not 1")
+            check_shares(self.tasks)
         elif not self.text_sets:
             raise ValueError("text_sets is empty")
         if self.mode == "paired" and (self.split is None or len(self.text_sets) != 1):
@@ -132,60 +120,24 @@ def text_items(context: Context, sets: list[str], encoder: CTCEncoder, tokenizer
 
 def task_items(context: Context, system: AlignSystemConfig, config: AlignConfig, encoder: CTCEncoder,
                model: SpeechLLM, tokenizer: Any) -> tuple[list[Example], int]:
-    """A multi-task system's examples: ``share`` of the examples its training reads (steps x batch size) per
-    task, each carrying its instruction's prompt; a task's rows are taken in a seeded order, from the start
-    again when they run out. Teacher targets are the original LLM's replies to the instruction and the text."""
-    import random
-
+    """A multi-task system's examples (``stages.tasks``): ``share`` of the examples its training reads (steps x
+    batch size) per task, each carrying its instruction's prompt."""
+    from speechllm_cli.core.configs import GenerationConfig
     from speechllm_cli.core.feeds import Example
-    from speechllm_cli.core.llm import target_ids
     from speechllm_cli.stages.speech_llm_io import prompt_for
 
-    total = config.train.steps * config.train.batch_size
-    rng = random.Random(config.train.seed)
+    generation = GenerationConfig(max_new_tokens=config.max_target_tokens - 1, length_ratio=8.0, no_repeat_ngram=3)
+    parts = task_rows(context, system.tasks, config.train.steps * config.train.batch_size, config.train.seed,
+                      lambda instruction: prompt_for(tokenizer, instruction, context.config.model))
     items, left_out = [], 0
-    for task in system.tasks:
-        rows = [row for name in task.text_sets for row in load_text_set(context, name)]
-        if not rows:
-            raise SpeechLLMError(f"align: the text sets {task.text_sets} of task {task.instruction!r} are empty")
-        rng.shuffle(rows)
-        chosen = [rows[i % len(rows)] for i in range(round(task.share * total))]
-        prompt = prompt_for(tokenizer, task.instruction, context.config.model)
-        if task.targets == "teacher":
-            replies = teacher_replies(context, model, tokenizer, prompt, [row["text"] for row in chosen],
-                                      encoder.vocab_size, config.max_target_tokens, task.instruction)
-        else:
-            replies = [row["target"] for row in chosen]
-        for row, reply in zip(chosen, replies, strict=True):
-            units, target = encoder.row_units(row), target_ids(tokenizer, reply)
+    for part in parts:
+        for row, target in zip(part.rows, task_targets(part, model, tokenizer, generation, 16), strict=True):
+            units = encoder.row_units(row)
             if units and len(target) <= config.max_target_tokens:
-                items.append(Example("cps", units, target, prompt))
+                items.append(Example("cps", units, target, part.prompt))
             else:
                 left_out += 1
     return items, left_out
-
-
-def teacher_replies(context: Context, model: SpeechLLM, tokenizer: Any, prompt: Prompt, texts: list[str],
-                    vocab_size: int, limit: int, instruction: str) -> list[str]:
-    """The original LLM's greedy reply to each distinct text (adapters off) under ``prompt``, in input order."""
-    from speechllm_cli.core.configs import GenerationConfig
-    from speechllm_cli.core.distill import adapters_off
-    from speechllm_cli.core.feeds import Example, generate_texts
-    from speechllm_cli.core.llm import encode_text
-
-    distinct = list(dict.fromkeys(texts))
-    trained, training, model.prompt = model.prompt, model.training, prompt
-    generation = GenerationConfig(max_new_tokens=limit, length_ratio=8.0, no_repeat_ngram=3)
-    try:
-        with adapters_off(model.llm):
-            replies = generate_texts(model.eval(), tokenizer, [Example("text", encode_text(tokenizer, t), [])
-                                                               for t in distinct],
-                                     vocab_size, 16, generation, context.track, f"teacher: {instruction}")
-    finally:
-        model.prompt = trained
-        model.train(training)
-    answered = dict(zip(distinct, replies, strict=True))
-    return [answered[text] for text in texts]
 
 
 def _paired_items(context: Context, system: AlignSystemConfig, config: AlignConfig, encoder: CTCEncoder,

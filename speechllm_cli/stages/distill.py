@@ -17,6 +17,7 @@ and any other align system named there, one unit per system.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,11 +44,12 @@ from speechllm_cli.stages.speech_llm_io import (
     save_trained,
     system_dir,
 )
+from speechllm_cli.stages.tasks import TaskConfig, check_shares, task_rows, task_targets
 
 if TYPE_CHECKING:
     from speechllm_cli.core.distill import Pair
     from speechllm_cli.core.encoders import CTCEncoder
-    from speechllm_cli.core.speech_llm import SpeechLLM
+    from speechllm_cli.core.speech_llm import Prompt, SpeechLLM
 
 
 class DistillSystemConfig(StrictModel):
@@ -58,9 +60,13 @@ class DistillSystemConfig(StrictModel):
     """What the student reads: the LSD posteriors of ``split``'s speech, of speech synthesized from texts
     ``selection`` chose, or posteriors simulated from the text as the align system below ``init`` was trained
     (TASU's CPS, or the calibrated simulation)."""
-    text_sets: list[Name]
+    text_sets: list[Name] = []
     """The content: transcripts the teacher reads. ``speech``: exactly one, the split's own transcripts;
     ``tts``: the pool the selection draws from."""
+    tasks: list[TaskConfig] = []
+    """``simulated`` only: distil over several instructions (``stages.tasks``), each from its own text and with
+    its own prompt on both sides, instead of one instruction over ``text_sets``; a task's ``targets`` says
+    whether the responses scored are the teacher's or the dataset's (``loss.responses`` is for ``text_sets``)."""
     split: Name | None = None
     selection: SelectionConfig | None = None
     """``tts`` only: which texts, and how many, get spoken."""
@@ -77,7 +83,11 @@ class DistillSystemConfig(StrictModel):
 
     @model_validator(mode="after")
     def _inputs_given(self) -> DistillSystemConfig:
-        if not self.text_sets:
+        if self.tasks:
+            if self.text_sets or self.input != "simulated":
+                raise ValueError("tasks replace text_sets, with simulated input only")
+            check_shares(self.tasks)
+        elif not self.text_sets:
             raise ValueError("text_sets is empty")
         if self.input == "speech" and (self.split is None or len(self.text_sets) != 1):
             raise ValueError("speech input needs a split and exactly one text set (its transcripts)")
@@ -178,18 +188,18 @@ CONTENT: dict[str, Callable[[Student], Content]] = {"speech": _split_speech, "tt
 
 
 def _pairs(rows: list[dict[str, Any]], system: DistillSystemConfig, responses: list[list[int]],
-           transcripts: list[list[int]], encoder: CTCEncoder, seed: int) -> list[Pair]:
+           transcripts: list[list[int]], encoder: CTCEncoder, seed: int, prompt: Prompt | None = None) -> list[Pair]:
     from speechllm_cli.core.distill import Pair
     from speechllm_cli.core.feeds import Example
 
     pairs = []
     for row, response, transcript in zip(rows, responses, transcripts, strict=True):
-        student = (Example("speech", row["lsd"], response) if system.input == "speech"
-                   else Example("cps", encoder.row_units(row), response))
+        student = (Example("speech", row["lsd"], response, prompt) if system.input == "speech"
+                   else Example("cps", encoder.row_units(row), response, prompt))
         pairs.append(Pair(student, transcript))
     texts = round(len(pairs) * system.text_share / (1 - system.text_share))
     drawn = random.Random(seed).sample(range(len(pairs)), min(texts, len(pairs)))
-    pairs += [Pair(Example("text", transcripts[i], responses[i]), transcripts[i]) for i in drawn]
+    pairs += [Pair(Example("text", transcripts[i], responses[i], prompt), transcripts[i]) for i in drawn]
     return pairs
 
 
@@ -206,9 +216,58 @@ def _responses(student: Student, rows: list[dict[str, Any]], transcripts: list[l
     return [student.answered[row["id"]] for row in rows]
 
 
+@dataclass(frozen=True)
+class Items:
+    pairs: list[Pair]
+    skipped: dict[str, int]
+    selection: dict[str, Any] | None = None
+
+
+def _content_items(student: Student) -> Items:
+    """One instruction over the content its ``input`` reads."""
+    from speechllm_cli.core.llm import encode_text
+
+    system, config = student.system, student.config
+    content = CONTENT[system.input](student)
+    rows, skipped = content.rows, dict(content.skipped)
+    transcripts = [encode_text(student.tokenizer, row["text"]) for row in rows]
+    responses = _responses(student, rows, transcripts)
+    fits = [i for i, response in enumerate(responses) if len(response) <= config.max_target_tokens]
+    if len(fits) < len(rows):
+        skipped["too_long"] = len(rows) - len(fits)
+    rows, transcripts, responses = ([seq[i] for i in fits] for seq in (rows, transcripts, responses))
+    return Items(_pairs(rows, system, responses, transcripts, student.encoder, config.train.seed), skipped,
+                 content.selection)
+
+
+def _task_items(student: Student) -> Items:
+    """Several instructions, each over simulated posteriors of its own text (``stages.tasks``)."""
+    from speechllm_cli.core.llm import encode_text
+
+    system, config, tokenizer = student.system, student.config, student.tokenizer
+    parts = task_rows(student.context, system.tasks, config.train.steps * config.train.batch_size,
+                      config.train.seed, lambda instruction: prompt_for(tokenizer, instruction,
+                                                                        student.context.config.model))
+    pairs: list[Pair] = []
+    skipped: Counter[str] = Counter()
+    for part in parts:
+        responses = task_targets(part, student.model, tokenizer, config.generation, config.batch_size)
+        kept = []
+        for row, response in zip(part.rows, responses, strict=True):
+            if not student.encoder.row_units(row):
+                skipped["no_units"] += 1
+            elif len(response) > config.max_target_tokens:
+                skipped["too_long"] += 1
+            else:
+                kept.append((row, response))
+        pairs += _pairs([row for row, _ in kept], system, [response for _, response in kept],
+                        [encode_text(tokenizer, row["text"]) for row, _ in kept], student.encoder,
+                        config.train.seed, part.prompt)
+    return Items(pairs, dict(skipped))
+
+
 def _distill_system(context: Context, config: DistillStageConfig, name: str) -> dict[str, Any]:
     from speechllm_cli.core import distill
-    from speechllm_cli.core.llm import encode_text
     from speechllm_cli.core.training import TrainJob, seed_everything, train
     from speechllm_cli.stages.align import simulation
 
@@ -221,33 +280,26 @@ def _distill_system(context: Context, config: DistillStageConfig, name: str) -> 
         model.prompt = prompt_for(tokenizer, system.instruction, context.config.model)
     folder = distill_dir(context, name)
     student = Student(context, config, system, encoder, model, tokenizer, folder)
-    content = CONTENT[system.input](student)
-    rows, skipped = content.rows, dict(content.skipped)
-    transcripts = [encode_text(tokenizer, row["text"]) for row in rows]
-    responses = _responses(student, rows, transcripts)
-    fits = [i for i, response in enumerate(responses) if len(response) <= config.max_target_tokens]
-    if len(fits) < len(rows):
-        skipped["too_long"] = len(rows) - len(fits)
-    rows, transcripts, responses = ([seq[i] for i in fits] for seq in (rows, transcripts, responses))
-    pairs = _pairs(rows, system, responses, transcripts, encoder, config.train.seed)
-    if not pairs:
-        raise SpeechLLMError(f"distill.systems.{name}: no usable training items ({skipped or 'no text'})")
+    items = _task_items(student) if system.tasks else _content_items(student)
+    if not items.pairs:
+        raise SpeechLLMError(f"distill.systems.{name}: no usable training items ({items.skipped or 'no text'})")
     simulate = simulation(context, align, align.systems[align_under(context, config, name)], encoder.vocab_size)
     model.train()
-    job = TrainJob(distill.Distiller(model, system.loss), pairs, [len(p) for p in pairs],
+    job = TrainJob(distill.Distiller(model, system.loss), items.pairs, [len(p) for p in items.pairs],
                    distill.pair_collate(simulate), distill.loss, folder, align.precision)
     report = train(job, config.train, context.track)
     save_trained(model, folder, context.config.model)
-    return {"init": system.init, "input": system.input, "command": context.command, "items": len(pairs),
-            "skipped": skipped,
+    return {"init": system.init, "input": system.input, "command": context.command, "items": len(items.pairs),
+            "skipped": items.skipped,
             "steps": report.steps, "resumed_from": report.resumed_from, "first_loss": report.first_loss,
             "last_loss": report.last_loss,
             "seconds": round(report.seconds, 1),
-            **({"selection": content.selection} if content.selection else {})}
+            **({"selection": items.selection} if items.selection else {})}
 
 
 def _inputs(context: Context, config: DistillStageConfig, system: DistillSystemConfig) -> list[Path]:
-    paths = [text_set_path(context, name) for name in system.text_sets]
+    sets = dict.fromkeys([*system.text_sets, *(name for task in system.tasks for name in task.text_sets)])
+    paths = [text_set_path(context, name) for name in sets]
     paths += [encoder_dir(context), system_dir(context, system.init)]
     if system.split is not None:
         paths.append(cuts_path(context, system.split))
@@ -325,7 +377,7 @@ def run(context: Context) -> StageResult:
               "model": context.config.model.model_dump(mode="json"), "instruction": align.instruction,
               "calibrated": align.calibrated.model_dump(mode="json"), "precision": align.precision}
     units = [Unit(f"distill/{name}", distill_dir(context, name),
-                  {**shared, "system": system.model_dump(mode="json"),
+                  {**shared, "system": system.model_dump(mode="json", exclude=set() if system.tasks else {"tasks"}),
                    "init": align.systems[align_under(context, config, name)].fingerprint()},
                   _inputs(context, config, system), lambda name=name: _distill_system(context, config, name))
              for name, system in config.systems.items()]

@@ -145,14 +145,9 @@ class SpeechLLMSystem:
         ``instruction`` in place of the trained one when given."""
         from speechllm_cli.core.feeds import generate_texts
 
-        trained = self.model.prompt
-        if instruction is not None:
-            self.model.prompt = self.prompt(instruction)
-        try:
+        with self.model.prompted(self.prompt(instruction) if instruction is not None else None):
             return generate_texts(self.model, self.tokenizer, examples, self.vocab_size, self.batch_size,
                                   self.generation, self.track, description)
-        finally:
-            self.model.prompt = trained
 
     def read(self, texts: Sequence[str], description: str, instruction: str | None = None) -> list[str]:
         """Answers to text put where the speech goes (with the adapters the system has)."""
