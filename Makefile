@@ -46,12 +46,17 @@ mini-xlingual: setup
 	recipes/mini/run.sh --stage 8 $(IPA)
 	@cat exp/mini-ipa/RESULTS.md
 
-# What `make mini` runs, plus the two alignments of the understanding comparison (recipes/mini/RESULTS.md):
-# multitask (transcription and the LLM's own replies to questions and commands, text only) and
-# calibrated_frozen (the projector alone), decoded on the test sets and the spoken questions.
+# What `make mini` runs, plus the systems of the understanding comparison (recipes/mini/RESULTS.md):
+# multitask (transcription and the LLM's own replies to questions and commands, text only),
+# calibrated_frozen (the projector alone), salad_tasks (SALAD over the same instructions, text only) and
+# salad_tasks_active (then 200 synthesized questions), decoded on the test sets and the spoken questions, and
+# the questions' text, ctc and Whisper transcripts read by Qwen2.5-Coder-0.5B-Instruct.
+UNDERSTAND = multitask, calibrated_frozen, salad_tasks, salad_tasks_active, text_qwen, ctc_qwen, whisper_qwen
 mini-understand: mini
 	.venv/bin/speechllm align --recipe mini --system multitask --system calibrated_frozen
-	.venv/bin/speechllm decode --recipe mini --set 'decode.systems=[multitask, calibrated_frozen]'
+	.venv/bin/speechllm distill --recipe mini --system salad_tasks --system salad_tasks_active \
+	    --set 'distill.measure.systems=[calibrated]'
+	.venv/bin/speechllm decode --recipe mini --set 'decode.systems=[$(UNDERSTAND)]'
 	recipes/mini/run.sh --stage 8
 	@cat exp/mini/RESULTS.md
 

@@ -226,6 +226,28 @@ def test_the_cascade_is_the_original_llm_reading_the_ctc_transcript(tiny) -> Non
     assert refused.stderr == "error: --instruction: ctc only transcribes; ask a speech LLM or a cascade\n"
 
 
+def test_a_cascade_reads_with_the_llm_it_names(tiny, tmp_path: Path) -> None:
+    """A cascade's ``llm`` replaces the recipe's LLM (tiny's is a random-weight SmolLM2, which writes nothing) as
+    the reader, here with the real SmolLM2; an LLM that cannot load is a one-line error naming it."""
+    exp, _ = tiny
+    work = _copy_aligned(exp, tmp_path / "exp")
+    other = "decode.cascades.text_other={transcripts: reference, llm: smollm2-135m-instruct}"
+    result = _speechllm("decode", "--recipe", "tiny", "--exp-dir", work, "--set", other,
+                        "--set", "decode.systems=[text_llm, text_other]")
+    assert result.returncode == 0, result.stderr
+    hyps = {name: [json.loads(line) for line in (work / f"decode/{name}/qa_test/hyps.jsonl").read_text().splitlines()]
+            for name in ("text_llm", "text_other")}
+    assert [r["id"] for r in hyps["text_llm"]] == [r["id"] for r in hyps["text_other"]]
+    assert [r["hyp"] for r in hyps["text_llm"]] != [r["hyp"] for r in hyps["text_other"]]
+    assert all(r["hyp"] for r in hyps["text_other"])
+    missing = tmp_path / "no-such-llm"
+    failed = _speechllm("decode", "--recipe", "tiny", "--exp-dir", work, "--set",
+                        f"decode.cascades.text_other={{transcripts: reference, llm: {missing}}}",
+                        "--set", "decode.systems=[text_other]")
+    assert failed.returncode == 1 and len(failed.stderr.splitlines()) == 1
+    assert failed.stderr.startswith("error: ") and str(missing) in failed.stderr
+
+
 def test_multitask_examples_hold_each_instruction_at_its_share(tiny) -> None:
     from collections import Counter
 

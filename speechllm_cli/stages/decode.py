@@ -29,6 +29,7 @@ from speechllm_cli.stages.systems import (
     REFERENCE,
     build_system,
     file_utterances,
+    reader_llm,
     split_utterances,
     system_kind,
     transcribe_shared,
@@ -42,6 +43,10 @@ class CascadeConfig(StrictModel):
     transcripts: Name
     """Whose transcripts the original LLM reads: ``reference`` (the split's own, the text ceiling), ``ctc``,
     a search or a peer."""
+    llm: str | None = None
+    """The LLM that reads them, as ``model.llm.model`` names one (an alias such as
+    ``qwen2.5-coder-0.5b-instruct``, a folder, a GGUF file or a hub id); default: the recipe's LLM. A stronger
+    reader gives the ceiling and cascades of an LLM the speech LLMs are not (yet) built on."""
 
 
 class TaskConfig(StrictModel):
@@ -167,9 +172,10 @@ def _unit_settings(context: Context, config: DecodeConfig, name: str) -> tuple[d
         return ({"search": search.model_dump(mode="json")},
                 [encoder_dir(context), *(text_set_path(context, t) for t in search.text_sets)])
     if kind == "cascade":
-        source = config.cascades[name].transcripts
-        reads = ({}, []) if source == REFERENCE else _unit_settings(context, config, source)
-        return ({"cascade": source, "reads": reads[0], "llm": context.config.model.llm.model_dump(mode="json"),
+        cascade = config.cascades[name]
+        reads = ({}, []) if cascade.transcripts == REFERENCE else _unit_settings(context, config, cascade.transcripts)
+        return ({"cascade": cascade.transcripts, "reads": reads[0],
+                 "llm": reader_llm(context, cascade.llm).model_dump(mode="json"),
                  "instruction": context.section("align").instruction,
                  "generation": config.generation.model_dump(mode="json"), "batch_size": config.batch_size},
                 reads[1])

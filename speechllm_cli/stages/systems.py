@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from speechllm_cli.common import distributed
 from speechllm_cli.common.errors import SpeechLLMError
-from speechllm_cli.core.configs import GenerationConfig, LMSearchConfig, WhisperASRConfig
+from speechllm_cli.core.configs import GenerationConfig, LLMConfig, LMSearchConfig, WhisperASRConfig
 from speechllm_cli.data.audio_source import AudioSource, Subset
 from speechllm_cli.data.sources import Track
 from speechllm_cli.stages.front_end import Encoded, SpeechFrontEnd
@@ -221,14 +221,19 @@ def speech_llm_system(context: Context, front: SpeechFrontEnd, name: str, genera
                            interface_of(context, name).feature)
 
 
-def original_llm(context: Context, front: SpeechFrontEnd, generation: GenerationConfig,
-                 batch_size: int) -> SpeechLLMSystem:
-    """The recipe's LLM as it ships (no adapter, no training), prompted like the speech LLMs: what reads a
-    cascade's transcripts."""
+def reader_llm(context: Context, llm: str | None = None) -> LLMConfig:
+    """The recipe's LLM settings with ``llm`` (a model reference) in place of its model when given."""
+    return context.config.model.llm if llm is None else context.config.model.llm.model_copy(update={"model": llm})
+
+
+def original_llm(context: Context, front: SpeechFrontEnd, generation: GenerationConfig, batch_size: int,
+                 llm: str | None = None) -> SpeechLLMSystem:
+    """The recipe's LLM (or ``llm``) as it ships (no adapter, no training), prompted like the speech LLMs: what
+    reads a cascade's transcripts."""
     from speechllm_cli.stages.speech_llm_io import build_speech_llm
 
     model_config = context.config.model
-    untrained = model_config.model_copy(update={"llm": model_config.llm.model_copy(update={"lora": None})})
+    untrained = model_config.model_copy(update={"llm": reader_llm(context, llm).model_copy(update={"lora": None})})
     instruction = context.section("align").instruction
     model, tokenizer = build_speech_llm(untrained, instruction, front.encoder)
     return SpeechLLMSystem(model.eval(), tokenizer, front.encoder.vocab_size, generation, batch_size, context.track,
@@ -236,9 +241,10 @@ def original_llm(context: Context, front: SpeechFrontEnd, generation: Generation
 
 
 def cascade_system(context: Context, config: DecodeConfig, front: SpeechFrontEnd, name: str) -> CascadeSystem:
-    source = config.cascades[name].transcripts
-    transcriber = None if source == REFERENCE else build_system(context, config, front, source)
-    reader = original_llm(context, front, config.generation, config.batch_size)
+    cascade = config.cascades[name]
+    transcriber = None if cascade.transcripts == REFERENCE else build_system(context, config, front,
+                                                                            cascade.transcripts)
+    reader = original_llm(context, front, config.generation, config.batch_size, cascade.llm)
     return CascadeSystem(transcriber, reader, context.section("align").instruction)
 
 
