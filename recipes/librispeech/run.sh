@@ -16,8 +16,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge "$stage" ]; then
-  speechllm run --recipe "$here" --stage "$stage" --stop-stage $((stop_stage < 6 ? stop_stage : 6)) "${options[@]}"
+  speechllm run --recipe "$here" --stage "$stage" --stop-stage $((stop_stage < 6 ? stop_stage : 6)) ${options[@]+"${options[@]}"}
 fi
 if [ "$stop_stage" -ge 8 ] && [ "$stage" -le 8 ]; then
-  speechllm run --recipe "$here" --stage 8 --stop-stage 8 "${options[@]}"
+  speechllm run --recipe "$here" --stage 8 --stop-stage 8 ${options[@]+"${options[@]}"}
 fi
