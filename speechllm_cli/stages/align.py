@@ -30,7 +30,7 @@ from speechllm_cli.stages.calibrate import calibrated_simulator, calibration_mod
 from speechllm_cli.stages.inputs import encoder_dir, load_text_set, load_trained_encoder, text_set_path
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
 from speechllm_cli.stages.speech_llm_io import build_speech_llm, interface_of, save_trained, system_dir, system_model
-from speechllm_cli.stages.tasks import TaskConfig, check_shares, task_rows, task_targets
+from speechllm_cli.stages.tasks import InstructionTask, check_shares, task_rows, task_targets, text_sets_read
 from speechllm_cli.stages.text_branch import TextSideConfig, text_branch_model_dir
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ class AlignSystemConfig(StrictModel):
     text_sets: list[Name] = []
     """cps, calibrated, unified: the text sets to simulate the encoder's output from. paired: the set holding
     the split's transcripts."""
-    tasks: list[TaskConfig] = []
+    tasks: list[InstructionTask] = []
     """Text-only modes: train on several instructions (multi-task alignment), each from its own text, instead
     of align's instruction over ``text_sets``."""
     split: Name | None = None
@@ -221,8 +221,8 @@ def _train_system(context: Context, config: AlignConfig, name: str) -> dict[str,
 
 
 def _inputs(context: Context, system: AlignSystemConfig) -> list[Path]:
-    sets = dict.fromkeys([*system.text_sets, *(name for task in system.tasks for name in task.text_sets)])
-    paths = [text_set_path(context, name) for name in sets] + [encoder_dir(context)]
+    paths = [text_set_path(context, name) for name in text_sets_read(system.text_sets, system.tasks)]
+    paths.append(encoder_dir(context))
     if system.mode == "calibrated":
         paths.append(calibration_model_dir(context))
     if system.mode == "unified":

@@ -44,7 +44,7 @@ from speechllm_cli.stages.speech_llm_io import (
     save_trained,
     system_dir,
 )
-from speechllm_cli.stages.tasks import TaskConfig, check_shares, task_rows, task_targets
+from speechllm_cli.stages.tasks import InstructionTask, check_shares, task_rows, task_targets, text_sets_read
 
 if TYPE_CHECKING:
     from speechllm_cli.core.distill import Pair
@@ -63,7 +63,7 @@ class DistillSystemConfig(StrictModel):
     text_sets: list[Name] = []
     """The content: transcripts the teacher reads. ``speech``: exactly one, the split's own transcripts;
     ``tts``: the pool the selection draws from."""
-    tasks: list[TaskConfig] = []
+    tasks: list[InstructionTask] = []
     """``simulated`` only: distil over several instructions (``stages.tasks``), each from its own text and with
     its own prompt on both sides, instead of one instruction over ``text_sets``; a task's ``targets`` says
     whether the responses scored are the teacher's or the dataset's (``loss.responses`` is for ``text_sets``)."""
@@ -298,8 +298,7 @@ def _distill_system(context: Context, config: DistillStageConfig, name: str) -> 
 
 
 def _inputs(context: Context, config: DistillStageConfig, system: DistillSystemConfig) -> list[Path]:
-    sets = dict.fromkeys([*system.text_sets, *(name for task in system.tasks for name in task.text_sets)])
-    paths = [text_set_path(context, name) for name in sets]
+    paths = [text_set_path(context, name) for name in text_sets_read(system.text_sets, system.tasks)]
     paths += [encoder_dir(context), system_dir(context, system.init)]
     if system.split is not None:
         paths.append(cuts_path(context, system.split))

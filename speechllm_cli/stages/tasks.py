@@ -8,6 +8,7 @@ system learns to behave on speech as the LLM behaves on text for every instructi
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from speechllm_cli.core.speech_llm import Prompt, SpeechLLM
 
 
-class TaskConfig(StrictModel):
+class InstructionTask(StrictModel):
     """One instruction of a multi-task system, and the text its examples are made from."""
 
     instruction: str
@@ -36,24 +37,29 @@ class TaskConfig(StrictModel):
     instruction and the text, so that the student learns to behave on speech as the LLM does on text."""
 
 
-def check_shares(tasks: list[TaskConfig]) -> None:
+def check_shares(tasks: list[InstructionTask]) -> None:
     """Raises ValueError (a config error naming ``tasks``) when the shares do not add up to 1."""
     total = sum(task.share for task in tasks)
     if tasks and abs(total - 1.0) > 1e-6:
         raise ValueError(f"tasks: the shares add up to {total:g}, not 1")
 
 
+def text_sets_read(text_sets: list[str], tasks: list[InstructionTask]) -> list[str]:
+    """Every text set a system reads, its own and its tasks', once each in order (the unit's inputs)."""
+    return list(dict.fromkeys([*text_sets, *(name for task in tasks for name in task.text_sets)]))
+
+
 @dataclass(frozen=True)
 class TaskRows:
-    task: TaskConfig
+    task: InstructionTask
     prompt: Prompt
     rows: list[dict[str, Any]]
     """``share`` x the total, taken in a seeded order from the task's text, from the start again when it runs
     out."""
 
 
-def task_rows(context: Context, tasks: list[TaskConfig], total: int, seed: int,
-              prompt: Any) -> list[TaskRows]:
+def task_rows(context: Context, tasks: list[InstructionTask], total: int, seed: int,
+              prompt: Callable[[str], Prompt]) -> list[TaskRows]:
     """Each task's rows and prompt; ``prompt`` builds the chat prompt of an instruction."""
     rng = random.Random(seed)
     drawn = []
