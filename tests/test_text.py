@@ -45,6 +45,23 @@ def test_kjv_verses_without_references() -> None:
     assert not any(i.text[:3].rstrip().endswith(":") for i in items[:1000])
 
 
+def test_fortunes_are_plain_everyday_sentences_and_a_missing_package_is_named(monkeypatch, tmp_path) -> None:  # noqa: ANN001
+    from speechllm_cli.common.errors import SpeechLLMError
+    from speechllm_cli.data.text_domains import fortunes
+
+    items = GENERATORS["fortunes"](0)
+    assert len(items) == len({i.text for i in items}) > 3_000
+    for item in items:
+        assert 4 <= len(item.text.split()) <= 20 and item.text[-1] in ".!?" and "--" not in item.text
+        assert not any(ch.isdigit() for ch in item.text)
+    assert {i.text for i in GENERATORS["fortunes"](1)} == {i.text for i in items}
+    assert GENERATORS["fortunes"](1)[:20] != items[:20]
+    assert fortunes._sentences("Do it right now. It may be 2 late.\n\t\t-- Anon") == ["Do it right now."]
+    monkeypatch.setattr(fortunes, "FOLDER", tmp_path)
+    with pytest.raises(SpeechLLMError, match=f"^{tmp_path}/fortunes: not installed; .*Debian's fortunes"):
+        fortunes.fortune_items(0)
+
+
 def test_questions_are_unique_with_an_answer_that_the_question_does_not_give_away() -> None:
     items = GENERATORS["questions"](0)
     assert len(items) == len({i.text for i in items}) == 320

@@ -311,6 +311,24 @@ def test_from_scratch_encoder_is_a_recipe_option(tiny, tmp_path: Path) -> None:
     assert [r["step"] for r in log] == [2, 4, 6, 8, 10, 12]
 
 
+def test_the_encoder_trains_on_extra_splits_beside_its_own(tiny, tmp_path: Path) -> None:
+    """Issue 22: more paired speech for the head (mini: everyday sentences beside the scripture)."""
+    exp, _ = tiny
+    copy = tmp_path / "exp"
+    for part in ("data", "text", "tokenizer"):
+        shutil.copytree(exp / part, copy / part)
+    missing = _speechllm("train-encoder", "--recipe", "tiny", "--exp-dir", copy,
+                         "--set", "train_encoder.extra_splits={dev: nope}")
+    assert missing.returncode == 1
+    assert missing.stderr.startswith(f"error: {copy / 'text/nope.jsonl'}") and missing.stderr.count("\n") == 1
+    trained = _speechllm("train-encoder", "--recipe", "tiny", "--exp-dir", copy,
+                         "--set", "train_encoder.extra_splits={dev: dev}")
+    assert trained.returncode == 0, trained.stderr
+    done = json.loads((copy / "encoder/.done").read_text())
+    assert (done["stats"]["utterances"], done["stats"]["left_out"]) == (24 + 6, 0)
+    assert done["key"] != json.loads((exp / "encoder/.done").read_text())["key"]
+
+
 def test_decode_transcribes_audio_files_given_on_the_command_line(tiny, tmp_path: Path) -> None:
     exp, _ = tiny
     clips = sorted((exp / "data/audio/test_newvoice").glob("*.flac"))[:2]

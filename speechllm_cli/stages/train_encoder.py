@@ -67,6 +67,10 @@ class TrainEncoderConfig(StrictModel):
     split: Name = "train"
     text_set: Name = "train"
     """The prepare-text set holding the split's normalised transcripts (the CTC targets)."""
+    extra_splits: dict[Name, Name] = {}
+    """More paired speech to train on, split name -> its text set: speech of other text than ``split``'s, so
+    that the head learns to spell more than one domain (mini: everyday sentences beside the scripture). Later
+    stages still read ``split`` alone (calibration, the paired system)."""
     max_seconds: PositiveFloat = 20.0
     """Longer utterances are left out of training (and counted)."""
     train: TrainConfig = TrainConfig(steps=600, batch_size=16, lr=2e-3, warmup_steps=60)
@@ -79,8 +83,11 @@ def _tokenizer_path(context: Context) -> Path:
 def _prepared(context: Context, config: TrainEncoderConfig) -> tuple[CutSet, dict[str, dict[str, Any]]]:
     """The split and its transcripts, read before anything is built, so that a missing one is a one-line error
     naming the stage to run (in pipeline order: the split before the text set before the tokenizer)."""
-    cuts = load_cuts(context, config.split)
-    targets = {row["id"]: row for row in load_text_set(context, config.text_set)}
+    from lhotse import combine
+
+    pairs = {config.split: config.text_set, **config.extra_splits}
+    cuts = combine(*(load_cuts(context, split) for split in pairs)).to_eager()
+    targets = {row["id"]: row for text_set in pairs.values() for row in load_text_set(context, text_set)}
     tokenizer = _tokenizer_path(context)
     if not tokenizer.is_file():
         raise SpeechLLMError(f"{tokenizer}: no tokenizer (run prepare-text first)")
@@ -269,9 +276,11 @@ def _train(context: Context, config: TrainEncoderConfig) -> dict[str, Any]:
 
 def run(context: Context) -> StageResult:
     config: TrainEncoderConfig = context.section("train_encoder")
-    inputs = [] if config.source else [cuts_path(context, config.split), text_set_path(context, config.text_set),
-                                      _tokenizer_path(context)]
-    unit = Unit("encoder", context.exp_dir / "encoder", config.model_dump(mode="json"), inputs,
+    pairs = {config.split: config.text_set, **config.extra_splits}
+    inputs = [] if config.source else [*(cuts_path(context, s) for s in pairs),
+                                      *(text_set_path(context, t) for t in pairs.values()), _tokenizer_path(context)]
+    settings = config.model_dump(mode="json", exclude=set() if config.extra_splits else {"extra_splits"})
+    unit = Unit("encoder", context.exp_dir / "encoder", settings, inputs,
                 lambda: _train(context, config))
     (outcome,) = run_units(context, [unit])
     stats = outcome.stats

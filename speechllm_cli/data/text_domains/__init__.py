@@ -11,6 +11,7 @@ from collections.abc import Callable
 from speechllm_cli.data.text_domains.base import TextItem
 from speechllm_cli.data.text_domains.commands import command_items
 from speechllm_cli.data.text_domains.commands_de import command_items_de
+from speechllm_cli.data.text_domains.fortunes import fortune_items
 from speechllm_cli.data.text_domains.kjv import kjv_items
 from speechllm_cli.data.text_domains.questions import question_items
 from speechllm_cli.data.text_domains.trivia import trivia_items
@@ -23,6 +24,7 @@ GENERATORS: dict[str, TextGenerator] = {
     "commands-de": command_items_de,
     "questions": question_items,
     "trivia": trivia_items,
+    "fortunes": fortune_items,
 }
 
 __all__ = ["GENERATORS", "TextGenerator", "TextItem"]
