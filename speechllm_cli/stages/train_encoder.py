@@ -86,7 +86,7 @@ def _prepared(context: Context, config: TrainEncoderConfig) -> tuple[CutSet, dic
     from lhotse import combine
 
     pairs = {config.split: config.text_set, **config.extra_splits}
-    cuts = combine(*(load_cuts(context, split) for split in pairs)).to_eager()
+    cuts = combine([load_cuts(context, split) for split in pairs]).to_eager()
     targets = {row["id"]: row for text_set in pairs.values() for row in load_text_set(context, text_set)}
     tokenizer = _tokenizer_path(context)
     if not tokenizer.is_file():
