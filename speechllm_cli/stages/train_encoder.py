@@ -75,19 +75,23 @@ class TrainEncoderConfig(StrictModel):
     """Longer utterances are left out of training (and counted)."""
     train: TrainConfig = TrainConfig(steps=600, batch_size=16, lr=2e-3, warmup_steps=60)
 
+    @property
+    def pairs(self) -> dict[str, str]:
+        """Every split trained on -> its text set, ``split`` first."""
+        return {self.split: self.text_set, **self.extra_splits}
+
 
 def _tokenizer_path(context: Context) -> Path:
     return context.exp_dir / "tokenizer" / "tokenizer.model"
 
 
 def _prepared(context: Context, config: TrainEncoderConfig) -> tuple[CutSet, dict[str, dict[str, Any]]]:
-    """The split and its transcripts, read before anything is built, so that a missing one is a one-line error
+    """The splits and their transcripts, read before anything is built, so that a missing one is a one-line error
     naming the stage to run (in pipeline order: the split before the text set before the tokenizer)."""
     from lhotse import combine
 
-    pairs = {config.split: config.text_set, **config.extra_splits}
-    cuts = combine([load_cuts(context, split) for split in pairs]).to_eager()
-    targets = {row["id"]: row for text_set in pairs.values() for row in load_text_set(context, text_set)}
+    cuts = combine([load_cuts(context, split) for split in config.pairs]).to_eager()
+    targets = {row["id"]: row for text_set in config.pairs.values() for row in load_text_set(context, text_set)}
     tokenizer = _tokenizer_path(context)
     if not tokenizer.is_file():
         raise SpeechLLMError(f"{tokenizer}: no tokenizer (run prepare-text first)")
@@ -276,9 +280,9 @@ def _train(context: Context, config: TrainEncoderConfig) -> dict[str, Any]:
 
 def run(context: Context) -> StageResult:
     config: TrainEncoderConfig = context.section("train_encoder")
-    pairs = {config.split: config.text_set, **config.extra_splits}
-    inputs = [] if config.source else [*(cuts_path(context, s) for s in pairs),
-                                      *(text_set_path(context, t) for t in pairs.values()), _tokenizer_path(context)]
+    inputs = [] if config.source else [*(cuts_path(context, s) for s in config.pairs),
+                                      *(text_set_path(context, t) for t in config.pairs.values()),
+                                      _tokenizer_path(context)]
     settings = config.model_dump(mode="json", exclude=set() if config.extra_splits else {"extra_splits"})
     unit = Unit("encoder", context.exp_dir / "encoder", settings, inputs,
                 lambda: _train(context, config))
