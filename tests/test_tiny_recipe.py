@@ -34,6 +34,17 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.Com
     return work / "exp" / "tiny", result
 
 
+def test_each_stage_that_places_a_model_names_device_dtype_and_processes_once(tiny) -> None:
+    _, result = tiny
+    stages = result.stderr.split("== stage ")[1:]
+    named = {block.split(":")[1].split()[1]: [line for line in block.splitlines() if line.startswith("device ")]
+             for block in stages}
+    assert named["prepare-data"] == named["prepare-text"] == [], "no model, no device line"
+    for stage in ("train-encoder", "calibrate", "align", "decode", "curriculum-finetune"):
+        assert len(named[stage]) == 1, (stage, named[stage])
+        assert named[stage][0].startswith("device cpu (") and ", fp32, 1 process (torch " in named[stage][0]
+
+
 def test_cutsets_load_at_16k_with_audio(tiny) -> None:
     exp, _ = tiny
     for split in SPLITS:

@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 import speechllm_cli
-from speechllm_cli.common import distributed
+from speechllm_cli.common import device, distributed
 from speechllm_cli.common.errors import SpeechLLMError
 
 if TYPE_CHECKING:
@@ -120,6 +120,7 @@ def _context(recipe: str | None, exp_dir: Path | None, sets: list[str] | None, f
     from speechllm_cli.stages.runner import Context
 
     loaded = load_recipe(recipe, sets or [], values or {})
+    device.choose(loaded.config.device, lambda line: err.print(Text(line), soft_wrap=True))
     folder = exp_dir or Path("exp") / loaded.config.name
     if folder.exists() and not folder.is_dir():
         raise SpeechLLMError(f"--exp-dir {folder}: is a file, not a folder")

@@ -66,10 +66,11 @@ def is_main() -> bool:
 
 
 def cpu_only() -> bool:
-    """Accelerate joins several processes on a machine without CUDA only when told to use its CPUs."""
-    import torch
+    """Accelerate joins several processes on a machine without CUDA, and keeps a model off a GPU the recipe
+    leaves alone (``device: cpu``), only when told to use the CPUs."""
+    from speechllm_cli.common import device
 
-    return world_size() > 1 and not torch.cuda.is_available()
+    return not device.use_cuda()
 
 
 def join() -> None:

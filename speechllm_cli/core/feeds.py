@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import torch
 
+from speechllm_cli.common import device
 from speechllm_cli.common.batching import length_batches
 from speechllm_cli.core.configs import CPSConfig, GenerationConfig
 from speechllm_cli.core.posteriors import simulate_posteriors
@@ -102,6 +103,7 @@ def generate_texts(model: SpeechLLM, tokenizer: Any, examples: Sequence[Example]
     """Hypotheses in input order, decoded in batches of similar length (left-padded inside a batch).
 
     CPS inputs are drawn from a fixed generator, so decoding simulated input is reproducible."""
+    device.announce()
     collate = collate_fn(tasu_cps(vocab_size, CPSConfig()))
     batches = length_batches([len(e) for e in examples], batch_size)
     texts = [""] * len(examples)

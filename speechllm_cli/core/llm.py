@@ -22,6 +22,7 @@ from jinja2 import TemplateError
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from speechllm_cli.common import device
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import atomic_dir
 from speechllm_cli.common.packages import package_folder
@@ -81,10 +82,7 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def device_and_dtype() -> tuple[torch.device, torch.dtype]:
-    """bf16 on a GPU halves memory at no accuracy cost for a frozen LLM; the CPU only runs fp32 fast."""
-    if torch.cuda.is_available():
-        return torch.device("cuda"), torch.bfloat16
-    return torch.device("cpu"), torch.float32
+    return device.torch_device(), device.dtype()
 
 
 def cache_folder(gguf: Path, cache_dir: Path) -> Path:
@@ -212,14 +210,14 @@ def load_llm(config: LLMConfig, cache_dir: Path) -> tuple[PreTrainedModel | Peft
 
     hf_logging.disable_progress_bar()
     location = _resolve(config, cache_dir)
-    device, dtype = device_and_dtype()
+    where, dtype = device_and_dtype()
     tokenizer = _tokenizer(location, config)
     try:
         model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype)
     except OSError as exc:
         raise SpeechLLMError(f"llm.model {config.model}: cannot load ({_first_line(exc)})") from None
     model.requires_grad_(False)
-    model.to(device)
+    model.to(where)
     _own_generation_settings(model)
     if config.lora is not None:
         model = get_peft_model(model, LoraConfig(

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
-from speechllm_cli.common import distributed
+from speechllm_cli.common import device, distributed
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import atomic_dir, write_json, write_jsonl
 from speechllm_cli.core.train_config import TrainConfig
@@ -385,8 +385,8 @@ def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 def mixed_precision(precision: str) -> str:
     """Accelerate's ``mixed_precision`` for a :class:`TrainJob` precision."""
     if precision == "auto":
-        return "bf16" if torch.cuda.is_available() else "no"
-    if precision == "bf16" and not torch.cuda.is_available() and not cpu_has_bf16():
+        return "bf16" if device.use_cuda() else "no"
+    if precision == "bf16" and not device.use_cuda() and not cpu_has_bf16():
         log.warning("precision bf16 on a CPU without bf16 instructions (avx512_bf16, amx_bf16) is emulated, "
                     "tens of times slower than fp32: set precision to auto or fp32 here")
     return "bf16" if precision == "bf16" else "no"
@@ -436,6 +436,7 @@ def train(job: TrainJob, config: TrainConfig, track: Track) -> TrainReport:
     from accelerate.utils import DistributedDataParallelKwargs
 
     distributed.joint_work_starts()
+    device.announce()
     seed_everything(config.seed)
     _release_accelerator_state()
     # a micro-batch may leave trainable parameters unused (text-only input never reaches the projector)

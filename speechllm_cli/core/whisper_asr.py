@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from speechllm_cli.common import device
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.core.configs import WhisperASRConfig
 
@@ -63,7 +64,7 @@ class WhisperASR:
         try:
             self.processor = WhisperProcessor.from_pretrained(location)
             self.model = WhisperForConditionalGeneration.from_pretrained(location).eval()
-            self.model.to("cuda" if torch.cuda.is_available() else "cpu")
+            self.model.to(device.torch_device())
         except (OSError, ValueError) as exc:
             raise SpeechLLMError(f"whisper peer: cannot load {config.model!r}: {str(exc).splitlines()[0]}") from None
         self.config = config
@@ -76,6 +77,7 @@ class WhisperASR:
     def transcribe(self, audio: AudioSource, batch_size: int,
                    track: Callable[[Iterable[Any], int, str], Iterable[Any]], description: str) -> list[str]:
         """One transcript per utterance (each at most 30 s), read and decoded a batch of similar lengths at a time."""
+        device.announce()
         batches = audio.batches(batch_size)
         texts = [""] * len(audio)
         for batch in track(batches, len(batches), description):

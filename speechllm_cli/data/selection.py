@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
 from speechllm_cli.common.config import StrictModel
+from speechllm_cli.common.device import announce, torch_device
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.packages import package_folder
 from speechllm_cli.data.sources.base import Track, no_progress
@@ -90,7 +91,8 @@ def embed(texts: Sequence[str], batch_size: int = 64, track: Track = no_progress
     hf_logging.disable_progress_bar()
     location = folder or minilm_dir()
     tokenizer = AutoTokenizer.from_pretrained(location)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    announce()
+    device = torch_device()
     model = AutoModel.from_pretrained(location).eval().to(device)
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from speechllm_cli.common import device
 from speechllm_cli.common.io import file_digest, write_json
 from speechllm_cli.core.configs import LSDConfig
 from speechllm_cli.data.audio_source import SAMPLE_RATE, AudioSource
@@ -64,6 +65,7 @@ def encode(encoder: CTCEncoder, audio: AudioSource, lsd: LSDConfig, track: Track
     from speechllm_cli.core.encoders import greedy_ids
     from speechllm_cli.core.posteriors import lsd_segments
 
+    device.announce()
     batches = audio.batches(BATCH_SIZE)
     with torch.no_grad():
         for batch in track(batches, len(batches), description):

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from speechllm_cli.common import device
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import read_jsonl
 from speechllm_cli.data.normalize import NormalizerConfig
@@ -59,7 +60,6 @@ def encoder_name_path(context: Context) -> Path:
 
 def load_trained_encoder(context: Context) -> CTCEncoder:
     """The frozen encoder, on a GPU when there is one: every later stage runs it over whole splits."""
-    import torch
 
     from speechllm_cli.core.encoders import load_encoder
 
@@ -67,4 +67,4 @@ def load_trained_encoder(context: Context) -> CTCEncoder:
     if not path.is_file():
         raise SpeechLLMError(f"{path}: no trained encoder (run train-encoder first)")
     encoder = load_encoder(json.loads(path.read_text(encoding="utf-8"))["encoder"], encoder_dir(context))
-    return encoder.to("cuda") if torch.cuda.is_available() else encoder
+    return encoder.to(device.torch_device())

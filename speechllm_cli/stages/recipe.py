@@ -12,6 +12,7 @@ from typing import Any
 
 import speechllm_cli
 from speechllm_cli.common.config import StrictModel, apply_overrides, apply_values, read_yaml, validate
+from speechllm_cli.common.device import Choice
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.core.configs import ModelConfig
 from speechllm_cli.stages.align import AlignConfig
@@ -30,6 +31,9 @@ ADHOC = "adhoc"
 class RecipeConfig(StrictModel):
     name: str
     description: str = ""
+    device: Choice = "auto"
+    """Where models compute: auto (a GPU when torch sees one, else the CPU), cuda (a GPU, or a one-line error
+    when torch cannot use one), cpu (any GPU left alone). Every stage that runs work names it on stderr."""
     model: ModelConfig = ModelConfig()
     """The speech LLM every stage after train-encoder builds, trains or decodes."""
     prepare_data: PrepareDataConfig | None = None

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import PositiveFloat
 
+from speechllm_cli.common import device
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import write_json
@@ -230,6 +231,7 @@ def _compute_states(context: Context, encoder: FrozenFrontEncoder, audio: CutAud
     work = [(number, batch, batch is batches[-1]) for number, batches in shards.items() for batch in batches]
     if not work:
         return
+    device.announce()
     states: dict[str, torch.Tensor] = {}
     encoder.eval()
     with torch.no_grad():
@@ -244,7 +246,6 @@ def _compute_states(context: Context, encoder: FrozenFrontEncoder, audio: CutAud
 
 
 def _train(context: Context, config: TrainEncoderConfig) -> dict[str, Any]:
-    import torch
 
     from speechllm_cli.core.encoders import FrozenFrontEncoder, build_encoder, load_encoder
     from speechllm_cli.core.training import TrainJob, seed_everything, train
@@ -257,8 +258,7 @@ def _train(context: Context, config: TrainEncoderConfig) -> dict[str, Any]:
     cuts, targets = _prepared(context, config)
     seed_everything(config.train.seed)
     encoder = build_encoder(config.encoder, config.model, tokenizer=_tokenizer_path(context))
-    if torch.cuda.is_available():
-        encoder.to("cuda")  # the front-state cache is made before the training loop places the model
+    encoder.to(device.torch_device())  # the front-state cache is made before the training loop places the model
     audio, items, counts = _examples(config, encoder, cuts, targets)
     if not items:
         raise SpeechLLMError(f"train-encoder: no usable utterances in split {config.split!r}")
