@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -303,3 +304,109 @@ def test_num_processes_trains_a_stage_on_two_processes_through_the_command(tmp_p
     assert failed.returncode == 1
     assert [line for line in failed.stderr.splitlines() if line.startswith("error:")] == [
         f"error: {encoder}: non-finite loss at step 2; kept the last good checkpoint (step 1)"]
+
+
+# -- launched by others: srun's tasks and torchrun ------------------------------------------------------
+
+def test_an_srun_task_gets_the_environment_a_launcher_gives() -> None:
+    environ = {"SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURM_STEP_NUM_TASKS": "4", "SLURM_JOB_ID": "123456",
+               "SLURM_JOB_NODELIST": "gpu[07-08,11],cpu1"}
+    distributed.adopt_slurm(environ)
+    assert {k: environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")} == {
+        "RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "gpu07", "MASTER_PORT": "23456"}
+
+
+@pytest.mark.parametrize("environ", [
+    {"SLURM_PROCID": "0", "SLURM_NTASKS": "4", "SLURM_JOB_NODELIST": "n1"},  # the batch script's own shell
+    {"SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2", "RANK": "5", "WORLD_SIZE": "8"},  # torchrun under srun
+    {"SLURM_PROCID": "0", "SLURM_STEP_NUM_TASKS": "1"},  # a one-task step
+])
+def test_outside_a_step_of_several_tasks_nothing_is_adopted(environ: dict[str, str]) -> None:
+    before = dict(environ)
+    distributed.adopt_slurm(environ)
+    assert environ == before
+
+
+def _slurm_port() -> tuple[int, int]:
+    """A free port the srun rule derives (20000 + job id % 20000), and that job id."""
+    while True:
+        port = _free_port()
+        if 20000 <= port < 40000:
+            return port, port - 20000
+
+
+def _launched(commands: list[list[str]], environs: list[dict[str, str]], cwd: Path) -> None:
+    clean = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                              "MASTER_PORT") and not k.startswith("SLURM_")}
+    children = [subprocess.Popen(command, cwd=cwd, env={**clean, "OMP_NUM_THREADS": "1", **environ},
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for command, environ in zip(commands, environs, strict=True)]
+    outputs = [child.communicate(timeout=600) for child in children]
+    for child, (_, stderr) in zip(children, outputs, strict=True):
+        assert child.returncode == 0, stderr
+
+
+def test_srun_tasks_and_torchrun_train_a_stage_as_num_processes_does(tmp_path: Path) -> None:
+    """Two srun-shaped tasks, and torchrun's two processes, train the encoder head of test_checkpoints' small
+    recipe to the weights ``--num-processes 2`` gives; only the main process writes."""
+    from safetensors.torch import load_file
+
+    from speechllm_cli.stages import prepare_data, prepare_text
+    from tests.conftest import SPEECHLLM
+    from tests.test_checkpoints import _context, _recipe
+
+    recipe = _recipe(tmp_path)
+    prepared = tmp_path / "prepared"
+    prepare_data.run(_context(recipe, prepared))
+    prepare_text.run(_context(recipe, prepared))
+    stage = ["train-encoder", "--recipe", str(recipe), "--set", "train_encoder.train.steps=2"]
+    folders = {name: tmp_path / name for name in ("ours", "srun", "torchrun")}
+    for folder in folders.values():
+        shutil.copytree(prepared, folder)
+    ours = run_cli(*stage, "--exp-dir", folders["ours"], "--num-processes", "2", cwd=tmp_path)
+    assert ours.returncode == 0, ours.stderr
+
+    port, job = _slurm_port()
+    task = {"SLURM_STEP_NUM_TASKS": "2", "SLURM_JOB_ID": str(job), "SLURM_JOB_NODELIST": "localhost"}
+    _launched([[str(SPEECHLLM), *stage, "--exp-dir", str(folders["srun"])]] * 2,
+              [{**task, "SLURM_PROCID": str(i), "SLURM_LOCALID": str(i)} for i in range(2)], tmp_path)
+    torchrun = SPEECHLLM.parent / "torchrun"
+    _launched([[str(torchrun), "--nproc-per-node", "2", "--master-port", str(_free_port()), "--no-python",
+                str(SPEECHLLM), *stage, "--exp-dir", str(folders["torchrun"])]], [{}], tmp_path)
+
+    reference = load_file(str(folders["ours"] / "encoder/model/model.safetensors"))
+    for name in ("srun", "torchrun"):
+        encoder = folders[name] / "encoder"
+        assert [r["step"] for r in _log(encoder)] == [2], name
+        weights = load_file(str(encoder / "model/model.safetensors"))
+        assert weights.keys() == reference.keys()
+        for key, tensor in weights.items():
+            assert (tensor - reference[key]).abs().max() < 1e-6, (name, key)
+
+
+def test_run_on_two_processes_equals_one_process_on_the_same_global_batch(tmp_path: Path) -> None:
+    """``speechllm run --num-processes 2`` through data, text and the encoder head: the main process prepares
+    alone, both train; the outputs are one process's with twice the gradient accumulation."""
+    from safetensors.torch import load_file
+
+    from tests.test_checkpoints import _recipe
+
+    recipe = _recipe(tmp_path)
+    common = ("run", "--recipe", recipe, "--stop-stage", "3", "--set", "train_encoder.train.steps=2",
+              "--set", "train_encoder.model.head.dropout=0")  # one process's dropout draws are not two's
+    two = run_cli(*common, "--exp-dir", tmp_path / "two", "--num-processes", "2", cwd=tmp_path)
+    assert two.returncode == 0, two.stderr
+    one = run_cli(*common, "--exp-dir", tmp_path / "one", "--set", "train_encoder.train.grad_accum=2", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    assert two.stdout.count("train-encoder: whisper-ctc, 2 steps") == 1
+    for made in ("data", "text"):
+        files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one" / made).rglob("*") if p.is_file())
+        assert files and all((tmp_path / "two" / f).read_bytes() == (tmp_path / "one" / f).read_bytes()
+                             for f in files if f.name not in (".done", "config.yaml"))
+    losses = [[r["loss"] for r in _log(tmp_path / name / "encoder")] for name in ("two", "one")]
+    assert len(losses[0]) == 1 and losses[0] == pytest.approx(losses[1], rel=1e-5)
+    ours = load_file(str(tmp_path / "two/encoder/model/model.safetensors"))
+    theirs = load_file(str(tmp_path / "one/encoder/model/model.safetensors"))
+    assert ours.keys() == theirs.keys()
+    for key, tensor in ours.items():
+        assert (tensor - theirs[key]).abs().max() < 1e-5, key

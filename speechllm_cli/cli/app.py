@@ -156,6 +156,7 @@ def main(version: Annotated[bool, typer.Option("--version", callback=_version, i
     """Build speech LLMs mostly from text: staged recipes from data preparation to scoring."""
     global _debug
     _debug = debug
+    distributed.adopt_slurm()
 
 
 @app.command("prepare-data")
@@ -394,9 +395,13 @@ def run(
     stage: Annotated[int, typer.Option("--stage", min=1, help="First stage to run (" + ", ".join(
         f"{number} {name}" for number, name in enumerate(PIPELINE, 1)) + ").")] = 1,
     stop_stage: Annotated[int, typer.Option("--stop-stage", min=1, help="Last stage to run.")] = len(PIPELINE),
+    num_processes: ProcessesOpt = 1,
 ) -> None:
     """Run a recipe's stages in order, ESPnet style (what recipes/<name>/run.sh calls); stops at the first
-    stage that fails. Options go to every stage; stage-only options need the stage's own command."""
+    stage that fails. Options go to every stage; stage-only options need the stage's own command. With
+    --num-processes every stage runs on the same processes (the main one alone where a stage has no shared
+    work)."""
+    _relaunch(num_processes)
     common = [*(["--recipe", recipe] if recipe else []), *(["--exp-dir", str(exp_dir)] if exp_dir else []),
               *(arg for value in set_ or [] for arg in ("--set", value)), *(["--force"] if force else [])]
     for number, name in enumerate(PIPELINE, 1):

@@ -2,7 +2,9 @@
 
 ``speechllm <stage> --num-processes N`` starts N copies of the same command (:func:`launch`) with the
 environment torch.distributed reads (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), as ``torchrun`` or
-``accelerate launch`` would; a command started by either of those behaves the same.
+``accelerate launch`` would; a command started by either of those behaves the same, and so does each task
+of an ``srun`` step, whose SLURM variables are read as that environment (:func:`adopt_slurm`), so that
+several nodes sharing a filesystem train as one job.
 
 Process 0, the main process, runs a stage as a lone process would and is the only one that writes. The
 others follow it unit by unit (``stages.runner``): they are told when the main process begins a unit's
@@ -26,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from datetime import timedelta
 from typing import IO, Any
 
@@ -51,6 +53,44 @@ announced its joint work; None outside a unit."""
 
 class JointWorkDone(Exception):  # noqa: N818 - an outcome, not an error
     """Ends a following process's part of a unit when the unit's joint work has finished."""
+
+
+SLURM_PORT_BASE = 20000
+"""The rendezvous port of an srun step is 20000 + the job id modulo 20000: the same on every node without
+talking, and two jobs sharing a node rarely meet (set MASTER_PORT to choose it)."""
+
+
+def adopt_slurm(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Give each task of an ``srun`` step the environment a launcher would: its rank, the step's task count,
+    its GPU on the node, and the first node of the job as the rendezvous.
+
+    Only inside a step of several tasks (SLURM_STEP_NUM_TASKS, which srun sets and a batch script's own shell
+    lacks) and only where no launcher has set RANK: ``torchrun`` started by srun keeps its own numbering.
+    """
+    tasks = int(environ.get("SLURM_STEP_NUM_TASKS", "1"))
+    if "RANK" in environ or tasks < 2 or "SLURM_PROCID" not in environ:
+        return
+    nodes = environ.get("SLURM_STEP_NODELIST") or environ.get("SLURM_JOB_NODELIST", "")
+    environ.update({"RANK": environ["SLURM_PROCID"], "WORLD_SIZE": str(tasks),
+                    "LOCAL_RANK": environ.get("SLURM_LOCALID", "0")})
+    environ.setdefault("MASTER_ADDR", first_host(nodes) or "127.0.0.1")
+    environ.setdefault("MASTER_PORT", str(SLURM_PORT_BASE + int(environ.get("SLURM_JOB_ID", "0")) % SLURM_PORT_BASE))
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list (``gpu[03-05,09],cpu1`` -> ``gpu03``), zero padding kept."""
+    head = ""
+    depth = 0
+    for character in nodelist:
+        if character == "," and depth == 0:
+            break
+        depth += {"[": 1, "]": -1}.get(character, 0)
+        head += character
+    if "[" not in head:
+        return head
+    prefix, rest = head.split("[", 1)
+    ranges, suffix = rest.split("]", 1)
+    return prefix + ranges.split(",")[0].split("-")[0] + suffix
 
 
 def world_size() -> int:
