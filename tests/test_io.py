@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from speechllm_cli.common.io import atomic_dir, atomic_path, write_text
+from speechllm_cli.common.io import atomic_dir, atomic_path, file_digest, write_text
 
 
 def test_atomic_path_keeps_old_content_on_failure(tmp_path: Path) -> None:
@@ -32,3 +32,22 @@ def test_atomic_dir_replaces_whole_folder(tmp_path: Path) -> None:
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o777 & ~umask
     assert (target / "b").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_the_digest_cache_reads_a_file_again_only_when_it_changed(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same size and the old mtime put back still count as a change (the change time moved)."""
+    from speechllm_cli.common import digests
+
+    reads: list[Path] = []
+    monkeypatch.setattr(digests, "file_digest", lambda path: reads.append(path) or file_digest(path))
+    audio = tmp_path / "a.flac"
+    audio.write_bytes(b"one")
+    first = digests.DigestCache(tmp_path / "exp").files([audio])
+    assert first == [file_digest(audio)] and reads == [audio]
+    assert digests.DigestCache(tmp_path / "exp").files([audio]) == first and reads == [audio], "a later command"
+    before = audio.stat()
+    audio.write_bytes(b"two")
+    os.utime(audio, ns=(before.st_atime_ns, before.st_mtime_ns))
+    again = digests.DigestCache(tmp_path / "exp").files([audio])
+    assert len(reads) == 2 and again == [file_digest(audio)] != first

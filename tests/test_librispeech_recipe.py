@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -181,6 +182,41 @@ def test_second_run_is_up_to_date(librispeech) -> None:
     assert result.stdout.count("up to date") >= 4 + 3 + 1 + 1 + 10 + 10
     assert " done " not in result.stdout
     assert {marker: marker.stat().st_mtime_ns for marker in exp.rglob(".done")} == markers
+
+
+COUNTING_FLAC_OPENS = """
+import sys
+opened = []
+sys.addaudithook(lambda event, args: opened.append(1) if event == "open" and str(args[0]).endswith(".flac") else None)
+from speechllm_cli.cli.app import app
+sys.argv = ["speechllm", *sys.argv[1:]]
+try:
+    app()
+finally:
+    print(f"flac files opened: {len(opened)}", file=sys.stderr)
+"""
+
+
+def _flac_opens(work: Path, corpus: Path) -> int:
+    """Stages 1-6 again, in a process that counts every Python open of a FLAC file (what hashing does)."""
+    command = [str(SPEECHLLM.parent / "python"), "-c", COUNTING_FLAC_OPENS, "run", "--recipe", str(RUN.parent),
+               "--stop-stage", "6", "--set", f"prepare_data.librispeech.corpus_dir={corpus}", *TINY]
+    result = subprocess.run(command, cwd=work, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert " done " not in result.stdout, "everything was up to date"
+    return int(re.findall(r"flac files opened: (\d+)", result.stderr)[-1])
+
+
+def test_keys_of_unchanged_audio_read_no_audio_bytes(librispeech) -> None:
+    """The digest cache of the experiment folder: a rerun over unchanged audio opens none of it; without the
+    cache every file is read again (the hook sees them), and the cache is rebuilt."""
+    work, corpus, _, _ = librispeech
+    exp = work / "exp/librispeech"
+    files = len(list(corpus.rglob("*.flac"))) - 1  # the long utterance is in no manifest
+    assert _flac_opens(work, corpus) == 0
+    shutil.rmtree(exp / ".cache")
+    assert _flac_opens(work, corpus) == files, "each file read once, by the first stage that keys it"
+    assert _flac_opens(work, corpus) == 0
 
 
 def test_stage_range_skips_curriculum(librispeech) -> None:

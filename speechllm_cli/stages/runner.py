@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from speechllm_cli.common import distributed
 from speechllm_cli.common.config import dump
+from speechllm_cli.common.digests import DigestCache
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import file_digest, write_json, write_text
 from speechllm_cli.common.names import inside
@@ -87,16 +88,14 @@ class StageResult:
 
 
 CUTS = "cuts.jsonl.gz"
-_audio_digests: dict[tuple[str, int, int], str] = {}
+_digest_caches: dict[Path, DigestCache] = {}
 
 
-def _audio_digest(path: Path) -> str:
-    """Memoised per process by size and mtime: every unit of a stage names the same split's audio."""
-    stat = path.stat()
-    memo = (str(path), stat.st_size, stat.st_mtime_ns)
-    if memo not in _audio_digests:
-        _audio_digests[memo] = file_digest(path)
-    return _audio_digests[memo]
+def _audio_digests(paths: list[Path], root: Path) -> list[str]:
+    """Through the experiment's digest cache: unchanged audio is read once, not by every stage and run."""
+    if root not in _digest_caches:
+        _digest_caches[root] = DigestCache(root)
+    return _digest_caches[root].files(paths)
 
 
 def _manifest_audio(path: Path, root: Path) -> list[Path]:
@@ -115,8 +114,11 @@ def input_digest(path: Path, root: Path) -> str:
     if path.name != CUTS:
         return file_digest(path)
     digest = hashlib.sha256(file_digest(path).encode())
-    for audio in _manifest_audio(path, root):
-        digest.update(_audio_digest(audio).encode() if audio.is_file() else b"missing")
+    audio = _manifest_audio(path, root)
+    present = [file for file in audio if file.is_file()]
+    found = dict(zip(present, _audio_digests(present, root), strict=True))
+    for file in audio:
+        digest.update(found[file].encode() if file in found else b"missing")
     return digest.hexdigest()
 
 
