@@ -122,6 +122,35 @@ def test_a_log_written_past_the_checkpoint_is_cut_back_to_it(tmp_path: Path) -> 
     assert _logged(tmp_path) == list(range(1, 31))
 
 
+def _events(out_dir: Path) -> dict[str, list[int]]:
+    """Scalar tag -> the steps it was written at, over every event file of the run's TensorBoard folder."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out_dir / "tensorboard"))
+    events.Reload()
+    return {tag: [event.step for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_the_log_says_how_fast_and_how_big_and_tensorboard_shows_it_once_after_a_resume(tmp_path: Path) -> None:
+    """Gradient norm, throughput and peak memory in every record, the same scalars as TensorBoard events; a
+    run killed past its checkpoint and resumed leaves each step once in both."""
+    with pytest.raises(Crash):
+        train(_job(tmp_path, crash_at=23), CONFIG, no_track)
+    assert _events(tmp_path)["train/loss"] == [5, 10, 15, 20]
+    train(_job(tmp_path), CONFIG, no_track)
+    records = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    lengths = _job(tmp_path).lengths
+    for record in records:
+        assert record["grad_norm"] > 0 and record["peak_memory_mb"] > 50
+        assert record["items_per_s"] > 0
+        per_item = record["positions_per_s"] / record["items_per_s"]
+        assert min(lengths) - 0.1 <= per_item <= max(lengths) + 0.1, "positions are the items' own lengths"
+    events = _events(tmp_path)
+    assert set(events) == {f"train/{name}" for name in ("loss", "lr", "grad_norm", "items_per_s", "positions_per_s",
+                                                         "peak_memory_mb", "epoch", "seconds")}
+    assert all(steps == [5, 10, 15, 20, 25, 30] for steps in events.values()), events
+
+
 def _truncate(folder: Path) -> None:
     data = (folder / TENSORS).read_bytes()
     (folder / TENSORS).write_bytes(data[: len(data) // 2])

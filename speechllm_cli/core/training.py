@@ -41,8 +41,9 @@ import torch
 
 from speechllm_cli.common import device, distributed
 from speechllm_cli.common.errors import SpeechLLMError
-from speechllm_cli.common.io import atomic_dir, write_json, write_jsonl
+from speechllm_cli.common.io import atomic_dir, write_json
 from speechllm_cli.core.train_config import TrainConfig
+from speechllm_cli.core.train_log import TrainLog, peak_memory_mb
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -348,29 +349,6 @@ def _require_finite(out_dir: Path, step: int, loss: float, norm: torch.Tensor | 
     raise SpeechLLMError(f"{out_dir}: non-finite {what} at step {step}; {kept_note}")
 
 
-def _trim_log(path: Path, step: int) -> None:
-    """Keep the log's records up to ``step``: the steps after it are trained (and logged) again.
-
-    A line cut short by a kill is dropped too.
-    """
-    if not path.is_file():
-        return
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
-            records.append(record)
-    write_jsonl(path, records)
-
-
-def _log(path: Path, record: dict[str, Any]) -> None:
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
-
-
 def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether the CPU computes bf16 itself (``avx512_bf16`` or AMX): without it, bf16 autocast is emulated and
     a LoRA step of the mini align took 98 s against 3.3 s in fp32 (bench/align_bench.py with AVX2 forced).
@@ -442,26 +420,42 @@ def train(job: TrainJob, config: TrainConfig, track: Track) -> TrainReport:
     # a micro-batch may leave trainable parameters unused (text-only input never reaches the projector)
     accelerator = Accelerator(cpu=distributed.cpu_only(), mixed_precision=mixed_precision(job.precision),
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-    processes, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
+    rank, main = accelerator.process_index, accelerator.is_main_process
     params = [p for p in job.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
     run = _Run(job.model, optimizer, scheduler, BatchCursor(job.lengths, config))
-    root = job.out_dir / CHECKPOINTS
-    start = _resume(root, run, rank)
-    kept = start or None
+    start = _resume(job.out_dir / CHECKPOINTS, run, rank)
     model, optimizer = accelerator.prepare(job.model, optimizer)
-    log_path = job.out_dir / "train_log.jsonl"
-    if main:
-        job.out_dir.mkdir(parents=True, exist_ok=True)
-        _trim_log(log_path, start)
     started = time.time()
+    log = TrainLog(job.out_dir, start) if main else None
+    try:
+        _steps(job, config, track, accelerator, model, optimizer, run, start, log)
+    finally:
+        if log is not None:
+            log.close()
+    model.eval()
+    distributed.joint_work_ends()
+    return TrainReport(config.steps, start, run.first_loss, run.last_loss, time.time() - started)
+
+
+def _steps(job: TrainJob, config: TrainConfig, track: Track, accelerator: Any, model: torch.nn.Module,
+           optimizer: Any, run: _Run, start: int, log: TrainLog | None) -> None:
+    """The steps from ``start`` on (``model`` and ``optimizer`` as Accelerate prepared them), logged every
+    ``log_every`` and checkpointed every ``checkpoint_every`` steps."""
+    processes, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
+    params = [p for p in model.parameters() if p.requires_grad]
+    root = job.out_dir / CHECKPOINTS
+    kept = start or None
+    started = since = time.time()
+    seen = torch.zeros(2)  # items and positions this process trained on since the last record
     model.train()
     description = "training" if start == 0 else f"training (resumed at step {start})"
     for step in track(range(start, config.steps), config.steps - start, description):
         total = 0.0
         mine = step_batches(run.cursor, processes, rank, config.grad_accum)
         for number, (place, indices) in enumerate(mine):
+            seen += torch.tensor([len(indices), sum(job.lengths[i] for i in indices)])
             batch = job.collate([job.items[i] for i in indices], step_generator(config.seed, step * 1000 + place),
                                 step / config.steps)
             sync = contextlib.nullcontext() if number == len(mine) - 1 else accelerator.no_sync(model)
@@ -475,18 +469,23 @@ def train(job: TrainJob, config: TrainConfig, track: Track) -> TrainReport:
         done = step + 1
         _require_finite(job.out_dir, done, total, norm, kept)
         optimizer.step()
-        scheduler.step()
+        run.scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         run.first_loss = total if run.first_loss is None else run.first_loss
         run.last_loss = total
-        if main and (done % config.log_every == 0 or done == config.steps):
-            _log(log_path, {"step": done, "loss": round(total, 5), "lr": scheduler.get_last_lr()[0],
-                            "epoch": run.cursor.epoch, "seconds": round(time.time() - started, 2)})
+        if done % config.log_every == 0 or done == config.steps:
+            items, positions = accelerator.reduce(seen.to(accelerator.device), "sum").tolist()
+            elapsed = max(time.time() - since, 1e-9)
+            if log is not None:
+                log.write({"step": done, "loss": round(total, 5), "lr": run.scheduler.get_last_lr()[0],
+                           "grad_norm": round(float(norm), 5), "items_per_s": round(items / elapsed, 2),
+                           "positions_per_s": round(positions / elapsed, 1),
+                           "peak_memory_mb": peak_memory_mb(accelerator.device), "epoch": run.cursor.epoch,
+                           "seconds": round(time.time() - started, 2)})
+            seen.zero_()
+            since = time.time()
         if done % config.checkpoint_every == 0 or done == config.steps:
             rng = _rng_states(accelerator)
             if main:
                 _save(root, run, done, kept, rng)
             kept = done
-    model.eval()
-    distributed.joint_work_ends()
-    return TrainReport(config.steps, start, run.first_loss, run.last_loss, time.time() - started)
