@@ -36,6 +36,8 @@ TINY = [
     "--set", "train_encoder.train.steps=6", "--set", "train_encoder.train.batch_size=8",
     "--set", "train_encoder.train.warmup_steps=1", "--set", "train_encoder.train.checkpoint_every=3",
     "--set", "train_encoder.train.log_every=3",
+    "--set", "train_encoder.train.validate_every=3", "--set", "train_encoder.train.validation_items=4",
+    "--set", "align.train.validate_every=2", "--set", "align.train.validation_items=4",
     "--set", "model.llm.model=tiny-random-smollm2", "--set", "model.projector.hidden=32",
     "--set", "align.train.steps=4", "--set", "align.train.batch_size=4", "--set", "align.train.warmup_steps=1",
     "--set", "align.train.checkpoint_every=2", "--set", "align.train.log_every=2",
@@ -154,7 +156,12 @@ def test_encoder_calibration_and_alignment(librispeech) -> None:
         done = json.loads((folder / ".done").read_text())["stats"]
         assert done["mode"] == mode and done["steps"] == 4 and done["examples"] == 24
         log = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
-        assert [row["step"] for row in log] == [2, 4]
+        assert [row["step"] for row in log if "loss" in row] == [2, 4]
+        assert [row["step"] for row in log if "valid_loss" in row] == [2, 4], "4 items held out, as set"
+        assert (folder / "checkpoint/best/manifest.json").is_file()
+    encoder_log = [json.loads(line) for line in (exp / "encoder/train_log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in encoder_log if "valid_loss" in row] == [3, 6]
+    assert list((exp / "encoder/tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_hypotheses_for_every_system_and_test_utterance(librispeech) -> None:

@@ -151,6 +151,55 @@ def test_the_log_says_how_fast_and_how_big_and_tensorboard_shows_it_once_after_a
     assert all(steps == [5, 10, 15, 20, 25, 30] for steps in events.values()), events
 
 
+VALIDATED = CONFIG.model_copy(update={"validate_every": 10, "validation_items": 16})
+
+
+def _validations(out_dir: Path) -> list[dict]:
+    records = [json.loads(line) for line in (out_dir / "train_log.jsonl").read_text().splitlines()]
+    return [record for record in records if "valid_loss" in record]
+
+
+def test_validation_holds_items_out_logs_their_loss_and_keeps_the_best_weights(tmp_path: Path) -> None:
+    job = _job(tmp_path / "validated")
+    train(job, VALIDATED, no_track)
+    records = _validations(tmp_path / "validated")
+    assert [r["step"] for r in records] == [10, 20, 30]
+    losses = [r["valid_loss"] for r in records]
+    assert losses[-1] < losses[0], "the held-out loss falls as the model learns"
+    assert [r["best"] for r in records] == [loss == min(losses[: i + 1]) for i, loss in enumerate(losses)]
+    tensors, meta = load_verified(tmp_path / "validated/checkpoint/best")
+    best = min(records, key=lambda r: r["valid_loss"])
+    assert meta["step"] == best["step"] and round(meta["valid_loss"], 5) == best["valid_loss"]
+    assert tensors.keys() == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    plain = _job(tmp_path / "plain")
+    train(plain, CONFIG, no_track)
+    assert not (tmp_path / "plain/checkpoint/best").exists() and not _validations(tmp_path / "plain")
+    trained = {name: p for name, p in job.model.state_dict().items() if not name.startswith("frozen")}
+    assert any(not torch.equal(p, plain.model.state_dict()[name]) for name, p in trained.items()), \
+        "16 of the 64 items were held out of training"
+
+
+def test_a_resumed_validated_run_logs_and_keeps_what_an_uninterrupted_one_does(tmp_path: Path) -> None:
+    train(_job(tmp_path / "whole"), VALIDATED, no_track)
+    with pytest.raises(Crash):
+        train(_job(tmp_path / "resumed", crash_at=23), VALIDATED, no_track)
+    train(_job(tmp_path / "resumed"), VALIDATED, no_track)
+    assert _validations(tmp_path / "resumed") == _validations(tmp_path / "whole")
+    best = [load_verified(tmp_path / name / "checkpoint/best")[1] for name in ("resumed", "whole")]
+    assert best[0] == best[1]
+
+
+@pytest.mark.parametrize("update", [{"validate_every": 10}, {"validation_items": 16}])
+def test_validation_needs_both_settings(update: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="validate_every and validation_items: set both"):
+        TrainConfig(**update)
+
+
+def test_holding_out_every_item_is_one_line_naming_the_folder(tmp_path: Path) -> None:
+    with pytest.raises(SpeechLLMError, match="validation_items 64 leaves nothing to train on"):
+        train(_job(tmp_path), CONFIG.model_copy(update={"validate_every": 10, "validation_items": 64}), no_track)
+
+
 def _truncate(folder: Path) -> None:
     data = (folder / TENSORS).read_bytes()
     (folder / TENSORS).write_bytes(data[: len(data) // 2])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from speechllm_cli.common.config import StrictModel
 
@@ -27,3 +27,14 @@ class TrainConfig(StrictModel):
     log_every: PositiveInt = 10
     sort_window: PositiveInt = 50
     """Items are sorted by length inside windows of this many batches, so batches pad little."""
+    validate_every: NonNegativeInt = 0
+    """Every this many steps (and at the last), the mean loss on held-out items is logged as ``valid_loss``,
+    and the trained weights with the lowest one so far are kept in ``checkpoint/best``. 0: no validation."""
+    validation_items: NonNegativeInt = 0
+    """How many items validation holds out of training (a seeded draw, the same on every rerun)."""
+
+    @model_validator(mode="after")
+    def _validation_needs_items(self) -> TrainConfig:
+        if (self.validate_every > 0) != (self.validation_items > 0):
+            raise ValueError("validate_every and validation_items: set both (validation on) or neither")
+        return self

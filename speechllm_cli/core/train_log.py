@@ -3,9 +3,9 @@
 Every ``log_every`` steps the shared loop writes one record: loss, learning rate, gradient norm (before
 clipping), throughput in items and in positions (frames or tokens, as the job measures its items) per
 second over the steps since the last record, and the process's peak memory (the GPU's allocator on CUDA,
-the resident set on a CPU). The JSON lines are what tests and tools read; ``tensorboard/`` beside them is
-what a person watches (``tensorboard --logdir exp/<recipe>``). A resumed run first drops what it will log
-again, from both.
+the resident set on a CPU); with validation on, a record of the held-out loss follows each validation. The
+JSON lines are what tests and tools read; ``tensorboard/`` beside them is what a person watches
+(``tensorboard --logdir exp/<recipe>``). A resumed run first drops what it will log again, from both.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class TrainLog:
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
         for name, value in record.items():
-            if name != "step" and isinstance(value, int | float):
+            if name != "step" and isinstance(value, int | float) and not isinstance(value, bool):
                 self.events.add_scalar(f"train/{name}", value, record["step"])
         self.events.flush()
 

@@ -33,7 +33,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -52,6 +52,10 @@ Track = Callable[[Iterable[int], int, str], Iterable[int]]
 
 CHECKPOINTS = "checkpoint"
 """Under a job's ``out_dir``; the stage runner drops this folder when a unit's config changes."""
+BEST = "best"
+"""The trained weights with the lowest validation loss so far, beside the step checkpoints."""
+VALIDATION_DRAWS = 10**12
+"""Where validation's collate generators start, far from any training step's."""
 TENSORS = "tensors.safetensors"
 META = "state.json"
 MANIFEST = "manifest.json"
@@ -303,6 +307,49 @@ def _check_fits(weights: dict[str, torch.Tensor], tensors: dict[str, torch.Tenso
         raise UnreadableCheckpoint(f"its trained parameters do not fit the model ({differing[0]})")
 
 
+def _held_out(job: TrainJob, config: TrainConfig) -> tuple[TrainJob, list[Any]]:
+    """The job without validation's items, and those items: a draw by the seed, so a rerun or a resume holds
+    out the same ones."""
+    count = config.validation_items
+    if count == 0:
+        return job, []
+    if count >= len(job.items):
+        raise SpeechLLMError(f"{job.out_dir}: validation_items {count} leaves nothing to train on "
+                             f"({len(job.items)} items)")
+    held = set(torch.randperm(len(job.items), generator=torch.Generator().manual_seed(config.seed))[:count].tolist())
+    kept = [i for i in range(len(job.items)) if i not in held]
+    return (replace(job, items=[job.items[i] for i in kept], lengths=[job.lengths[i] for i in kept]),
+            [job.items[i] for i in sorted(held)])
+
+
+def _validation_loss(job: TrainJob, items: list[Any], config: TrainConfig, accelerator: Any,
+                     model: torch.nn.Module) -> float:
+    """Mean loss per held-out item, each process taking every N-th batch; the collate's draws are fixed per
+    batch, so every validation of a run sees the same inputs and the figures compare."""
+    processes, rank = accelerator.num_processes, accelerator.process_index
+    batches = [items[start:start + config.batch_size] for start in range(0, len(items), config.batch_size)]
+    sums = torch.zeros(2)
+    model.eval()
+    with torch.no_grad(), accelerator.autocast():
+        for number in range(rank, len(batches), processes):
+            batch = job.collate(batches[number], step_generator(config.seed, VALIDATION_DRAWS + number), 1.0)
+            sums += torch.tensor([float(job.loss(model, batch)) * len(batches[number]), len(batches[number])])
+    model.train()
+    total, count = accelerator.reduce(sums.to(accelerator.device), "sum").tolist()
+    return total / count
+
+
+def _best_loss(folder: Path) -> float:
+    """The validation loss of the kept best weights; none kept (or a damaged folder, replaced by the next
+    best): infinity."""
+    if not folder.is_dir():
+        return math.inf
+    try:
+        return float(load_verified(folder)[1]["valid_loss"])
+    except (UnreadableCheckpoint, KeyError, TypeError, ValueError):
+        return math.inf
+
+
 def _checkpoints(root: Path) -> list[tuple[int, Path]]:
     """The ``step-<N>`` folders under ``root``, newest first."""
     found = [(int(match.group(1)), path) for path in root.glob("step-*")
@@ -415,6 +462,7 @@ def train(job: TrainJob, config: TrainConfig, track: Track) -> TrainReport:
 
     distributed.joint_work_starts()
     device.announce()
+    job, held_out = _held_out(job, config)
     seed_everything(config.seed)
     _release_accelerator_state()
     # a micro-batch may leave trainable parameters unused (text-only input never reaches the projector)
@@ -430,7 +478,7 @@ def train(job: TrainJob, config: TrainConfig, track: Track) -> TrainReport:
     started = time.time()
     log = TrainLog(job.out_dir, start) if main else None
     try:
-        _steps(job, config, track, accelerator, model, optimizer, run, start, log)
+        _steps(job, config, track, accelerator, model, optimizer, run, start, log, held_out)
     finally:
         if log is not None:
             log.close()
@@ -440,13 +488,15 @@ def train(job: TrainJob, config: TrainConfig, track: Track) -> TrainReport:
 
 
 def _steps(job: TrainJob, config: TrainConfig, track: Track, accelerator: Any, model: torch.nn.Module,
-           optimizer: Any, run: _Run, start: int, log: TrainLog | None) -> None:
+           optimizer: Any, run: _Run, start: int, log: TrainLog | None, held_out: list[Any]) -> None:
     """The steps from ``start`` on (``model`` and ``optimizer`` as Accelerate prepared them), logged every
-    ``log_every`` and checkpointed every ``checkpoint_every`` steps."""
+    ``log_every``, validated on ``held_out`` every ``validate_every`` and checkpointed every
+    ``checkpoint_every`` steps."""
     processes, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     params = [p for p in model.parameters() if p.requires_grad]
     root = job.out_dir / CHECKPOINTS
     kept = start or None
+    best = _best_loss(root / BEST)
     started = since = time.time()
     seen = torch.zeros(2)  # items and positions this process trained on since the last record
     model.train()
@@ -484,6 +534,13 @@ def _steps(job: TrainJob, config: TrainConfig, track: Track, accelerator: Any, m
                            "seconds": round(time.time() - started, 2)})
             seen.zero_()
             since = time.time()
+        if config.validate_every and (done % config.validate_every == 0 or done == config.steps):
+            loss = _validation_loss(job, held_out, config, accelerator, model)
+            if log is not None:
+                log.write({"step": done, "valid_loss": round(loss, 5), "best": loss < best})
+            if main and loss < best:
+                save_verified(root / BEST, trainable_state(run.model), {"step": done, "valid_loss": loss})
+            best = min(best, loss)
         if done % config.checkpoint_every == 0 or done == config.steps:
             rng = _rng_states(accelerator)
             if main:
