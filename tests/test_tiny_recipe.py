@@ -374,6 +374,69 @@ ONLY = {
 }
 
 
+def test_a_deleted_calibration_and_a_damaged_projector_are_rebuilt_not_taken_as_done(tiny, tmp_path: Path) -> None:
+    """Issue 25, findings 5 and 6: the marker records its outputs' digests, so a unit whose output was deleted
+    or cut short runs again and writes it as it was (the projector from the unit's last checkpoint)."""
+    exp, _ = tiny
+    copy = _copy_prepared(exp, tmp_path / "exp")
+    model, marker = copy / "encoder/calibration/model", copy / "encoder/calibration/.done"
+    written, stamp = {p.name: p.read_bytes() for p in model.iterdir()}, marker.stat().st_mtime_ns
+    shutil.rmtree(model)
+    result = subprocess.run([str(SPEECHLLM), "calibrate", "--recipe", "tiny", "--exp-dir", str(copy)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert marker.stat().st_mtime_ns != stamp, "calibrate ran again"
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == written
+
+    assert _align(copy, *ONLY_TASU).returncode == 0
+    projector, marker = copy / "align/tasu/projector/model.safetensors", copy / "align/tasu/.done"
+    trained, stamp = projector.read_bytes(), marker.stat().st_mtime_ns
+    projector.write_bytes(trained[: len(trained) // 2])
+    again = _align(copy, *ONLY_TASU)
+    assert again.returncode == 0, again.stderr
+    assert marker.stat().st_mtime_ns != stamp and projector.read_bytes() == trained
+    stamp = marker.stat().st_mtime_ns
+    assert _align(copy, *ONLY_TASU).returncode == 0 and marker.stat().st_mtime_ns == stamp, "then up to date"
+
+
+def test_a_second_run_on_a_unit_in_use_stops_in_one_line_and_the_first_ends_as_a_clean_run(tiny,
+                                                                                           tmp_path: Path) -> None:
+    """Issue 25, finding 1: two aligns of one system on one folder with different configs. The second stops at
+    once naming the first (pid, host, command); the first's weights are a clean run's; a third run later is
+    up to date."""
+    from safetensors.torch import load_file
+
+    exp, _ = tiny
+    longer = ("--set", "align.train.steps=16", "--set", "align.train.checkpoint_every=4")
+    clean = _copy_prepared(exp, tmp_path / "clean")
+    assert _align(clean, *ONLY_TASU, *longer).returncode == 0
+    shared = _copy_prepared(exp, tmp_path / "shared")
+    first = subprocess.Popen([str(SPEECHLLM), "align", "--recipe", "tiny", "--exp-dir", str(shared), *ONLY_TASU,
+                              *longer], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    checkpoints = shared / "align/tasu/checkpoint"
+    deadline = time.time() + 120
+    while time.time() < deadline and first.poll() is None and not list(checkpoints.glob("step-*")):
+        time.sleep(0.05)
+    assert first.poll() is None, "the first align ended before the second could start"
+    second = _align(shared, *ONLY_TASU, "--set", "align.train.steps=7")
+    first_stderr = first.communicate()[1]
+    assert first.returncode == 0, first_stderr
+    lines = second.stderr.strip().splitlines()
+    assert second.returncode == 1 and len(lines) == 1, second.stderr
+    assert lines[0].startswith(f"error: {shared / 'align/tasu'}: in use by pid {first.pid} on ")
+    assert "speechllm align --recipe tiny" in lines[0]
+    ours = load_file(str(shared / "align/tasu/projector/model.safetensors"))
+    theirs = load_file(str(clean / "align/tasu/projector/model.safetensors"))
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+    def logged(folder: Path) -> list[int]:
+        return [json.loads(line)["step"] for line in (folder / "align/tasu/train_log.jsonl").read_text().splitlines()]
+
+    assert logged(shared) == logged(clean), "each step logged once"
+    again = _align(shared, *ONLY_TASU, *longer)
+    assert again.returncode == 0 and "up to date" in again.stdout
+
+
 @pytest.mark.parametrize("system", ["tasu", "calibrated", "tesu"])
 def test_text_only_alignment_reads_no_audio(tiny, tmp_path: Path, system: str) -> None:
     exp, _ = tiny
@@ -793,6 +856,24 @@ def test_decode_before_align_is_one_line(tiny, tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.strip() == (f"error: {copy / 'align/tasu'}: align system 'tasu' is not trained yet "
                                      "(run align first)")
+
+
+def test_outputs_of_a_unit_without_its_marker_are_not_read(tiny, tmp_path: Path) -> None:
+    """Issue 25, finding 4: a decode that failed (no marker, old hypotheses beside) is not scored, and a system
+    whose align failed (no marker, old weights beside) is not decoded."""
+    exp, _ = tiny
+    copy = tmp_path / "exp"
+    shutil.copytree(exp, copy)
+    (copy / "decode/tasu/test_newvoice/.done").unlink()
+    shutil.rmtree(copy / "score")
+    scored = _speechllm("score", "--recipe", "tiny", "--exp-dir", copy)
+    assert scored.returncode == 0, scored.stderr
+    assert "score/tasu/test_indomain" in scored.stdout and "score/tasu/test_newvoice" not in scored.stdout
+    assert not (copy / "score/tasu/test_newvoice").exists()
+    (copy / "align/tasu/.done").unlink()
+    result = _speechllm("decode", "--recipe", "tiny", "--exp-dir", copy, "--system", "tasu")
+    assert result.returncode == 1 and result.stderr.strip() == (
+        f"error: {copy / 'align/tasu'}: align system 'tasu' is not trained yet (run align first)")
 
 
 def test_a_deleted_marker_over_unchanged_inputs_redoes_only_that_unit(tiny, tmp_path: Path) -> None:

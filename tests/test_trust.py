@@ -112,3 +112,89 @@ def test_no_module_unpickles() -> None:
                  for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
                  if any(word in line for word in ("pickle", "torch.load(", "weights_only=False"))]
     assert offending == []
+
+
+def test_a_unit_in_use_is_refused_naming_its_holder_and_free_again_after(tmp_path: Path) -> None:
+    """The runner's lock, in one process: a unit whose work is under way cannot be started a second time."""
+    import os
+    import threading
+
+    from speechllm_cli.common.errors import SpeechLLMError
+    from speechllm_cli.stages.recipe import RecipeConfig
+    from speechllm_cli.stages.runner import Context, Unit, run_units
+
+    started, release = threading.Event(), threading.Event()
+
+    def work() -> dict[str, int]:
+        started.set()
+        release.wait(30)
+        (tmp_path / "exp/unit").mkdir(parents=True, exist_ok=True)
+        return {"n": 1}
+
+    context = Context(RecipeConfig(name="locks"), tmp_path / "exp", command="speechllm first")
+    unit = Unit("unit", tmp_path / "exp/unit", {"a": 1}, [], work)
+    first = threading.Thread(target=run_units, args=(context, [unit]))
+    first.start()
+    assert started.wait(30)
+    with pytest.raises(SpeechLLMError) as refused:
+        run_units(context, [unit])
+    assert str(refused.value).startswith(f"{tmp_path / 'exp/unit'}: in use by pid {os.getpid()} on ")
+    assert str(refused.value).endswith("(speechllm first); wait for it to finish or stop it")
+    release.set()
+    first.join(30)
+    assert [outcome.reused for outcome in run_units(context, [unit])] == [True]
+
+
+MEASURED = """
+import sys
+from speechllm_cli.cli.app import app
+sys.argv = ["speechllm", *sys.argv[1:]]
+try:
+    app()
+finally:
+    status = open("/proc/self/status").read().split("VmHWM:")[1].split()[0]
+    print(f"peak rss kb: {status}", file=sys.stderr)
+"""
+"""speechllm, printing its peak resident set last (VmHWM: this program's own, where ru_maxrss would count the
+memory of the process that forked it)."""
+
+
+def test_an_alias_bomb_is_refused_in_one_line_before_it_takes_memory(tmp_path: Path) -> None:
+    """Issue 25, finding 2: nine levels of nine aliases under a free-form section (10^9 values written out)."""
+    import subprocess
+
+    from tests.conftest import SPEECHLLM
+
+    levels = ["    l0: &l0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"    l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)]
+    (tmp_path / "bomb.yaml").write_text("name: bomb\ntrain_encoder:\n  encoder: whisper-ctc\n  model:\n"
+                                        + "\n".join(levels) + "\n", encoding="utf-8")
+    result = subprocess.run([str(SPEECHLLM.parent / "python"), "-c", MEASURED, "train-encoder", "--recipe",
+                             "bomb.yaml"], cwd=tmp_path, capture_output=True, text=True, check=False, timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and lines[0] == (
+        "error: bomb.yaml: invalid YAML (aliases expand it to more than 100,000 values)"), result.stderr
+    assert int(lines[-1].removeprefix("peak rss kb: ")) < 200 * 1024
+
+
+def test_a_key_given_twice_is_refused_naming_its_line(cli, tmp_path: Path) -> None:
+    (tmp_path / "twice.yaml").write_text("name: twice\nprepare_text:\n  normalize: {lowercase: true}\n"
+                                         "  normalize: {lowercase: false}\n", encoding="utf-8")
+    line = _one_line(cli("prepare-text", "--recipe", "twice.yaml"))
+    assert line == "error: twice.yaml:4: invalid YAML (duplicate key 'normalize')"
+
+
+def test_audio_replaced_in_place_makes_prepare_data_rebuild_its_split(cli, tmp_path: Path) -> None:
+    """Issue 25, finding 3: other audio copied over the same paths (other lengths) is noticed; the manifest is
+    rebuilt with the new durations instead of "up to date" and a decode failing on declared samples."""
+    tsv = _clips(tmp_path / "in", "ok.tsv")
+    command = ("prepare-data", "--tsv", tsv, "--split", "s", "--exp-dir", "exp")
+    assert cli(*command).returncode == 0
+    before = {cut.id: cut.duration for cut in load_cuts(tmp_path / "exp/data/s/cuts.jsonl.gz")}
+    assert "1 outputs (1 up to date)" in cli(*command).stdout
+    write_tone(tmp_path / "in/a.wav", seconds=2.5)
+    again = cli(*command)
+    assert again.returncode == 0 and "1 outputs (0 up to date)" in again.stdout, again.stdout
+    after = {cut.id: cut.duration for cut in load_cuts(tmp_path / "exp/data/s/cuts.jsonl.gz")}
+    assert after.keys() == before.keys() and sorted(after.values()) != sorted(before.values())
+    assert 2.5 in after.values()

@@ -29,7 +29,14 @@ from speechllm_cli.core.train_config import TrainConfig
 from speechllm_cli.stages.calibrate import calibrated_simulator, calibration_model_dir
 from speechllm_cli.stages.inputs import encoder_dir, load_text_set, load_trained_encoder, text_set_path
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
-from speechllm_cli.stages.speech_llm_io import build_speech_llm, interface_of, save_trained, system_dir, system_model
+from speechllm_cli.stages.speech_llm_io import (
+    build_speech_llm,
+    interface_of,
+    save_trained,
+    system_dir,
+    system_model,
+    trained_outputs,
+)
 from speechllm_cli.stages.tasks import InstructionTask, check_shares, task_rows, task_targets, text_sets_read
 from speechllm_cli.stages.text_branch import TextSideConfig, text_branch_model_dir
 
@@ -240,7 +247,8 @@ def run(context: Context) -> StageResult:
     shared = {**config.model_dump(mode="json", exclude={"systems"}),
               "model": context.config.model.model_dump(mode="json")}
     units = [Unit(f"align/{name}", system_dir(context, name), {**shared, "system": system.fingerprint()},
-                  _inputs(context, system), lambda name=name: _train_system(context, config, name))
+                  _inputs(context, system), lambda name=name: _train_system(context, config, name),
+                  trained_outputs(system_dir(context, name)))
              for name, system in config.systems.items()]
     outcomes = run_units(context, units)
     rows = [[o.unit.name, o.stats["mode"], str(o.stats["examples"]), str(o.stats["left_out"]), str(o.stats["steps"]),

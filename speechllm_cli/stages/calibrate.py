@@ -155,7 +155,8 @@ def run(context: Context) -> StageResult:
     splits = {config.split: config.text_set, **config.compare}
     inputs = [encoder_dir(context), *(cuts_path(context, s) for s in splits),
               *(text_set_path(context, t) for t in splits.values())]
-    units = [Unit("calibrate", calibration_dir(context), settings, inputs, lambda: _calibrate(context))]
+    units = [Unit("calibrate", calibration_dir(context), settings, inputs, lambda: _calibrate(context),
+                  [calibration_model_dir(context)])]
     if config.text_branch is not None:
         units.append(text_branch_unit(context, config.text_branch))
     outcome, *branch = run_units(context, units)

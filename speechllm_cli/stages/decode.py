@@ -22,7 +22,7 @@ from speechllm_cli.data.audio_source import SAMPLE_RATE, Waves
 from speechllm_cli.stages.front_end import SpeechFrontEnd
 from speechllm_cli.stages.inputs import cuts_path, encoder_dir, load_cuts, load_text_set, text_set_path
 from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
-from speechllm_cli.stages.speech_llm_io import speech_llm_names, system_dir, system_model
+from speechllm_cli.stages.speech_llm_io import require_trained, speech_llm_names, system_dir, system_model
 from speechllm_cli.stages.systems import (
     CTC,
     INSTRUCTED,
@@ -107,6 +107,9 @@ def _check_systems(context: Context, config: DecodeConfig) -> None:
     if unknown:
         raise SpeechLLMError(f"decode.systems: {unknown[0]!r} is neither 'ctc' nor an align or distill system "
                              "nor a search, cascade or peer")
+    for name in config.systems:
+        if name in speech_llm_names(context):
+            require_trained(context, name)
     for name, cascade in config.cascades.items():
         if cascade.transcripts != REFERENCE and cascade.transcripts not in known:
             raise SpeechLLMError(f"decode.cascades.{name}.transcripts: {cascade.transcripts!r} is not a system of "

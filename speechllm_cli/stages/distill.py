@@ -380,14 +380,16 @@ def run(context: Context) -> StageResult:
                    "init": align.systems[align_under(context, config, name)].fingerprint()},
                   _inputs(context, config, system), lambda name=name: _distill_system(context, config, name))
              for name, system in config.systems.items()]
+    decode = context.config.decode
+    generation = decode.generation if decode is not None else config.generation
+    # built first, so that a measured system that cannot be (a cell not run) stops the stage before any work
+    measured = [] if config.measure is None else gap_units(context, measured_systems(config), config.measure,
+                                                           generation, config.batch_size)
     trained = run_units(context, units)
     rows = [[o.unit.name, f"{o.stats['init']} + {o.stats['input']}", str(o.stats["items"]),
              f"{o.stats['first_loss']:.3f} -> {o.stats['last_loss']:.3f}", "", "", "", "", status(o)] for o in trained]
-    if config.measure is not None:
-        decode = context.config.decode
-        generation = decode.generation if decode is not None else config.generation
-        for o in run_units(context, gap_units(context, measured_systems(config), config.measure, generation,
-                                              config.batch_size)):
+    if measured:
+        for o in run_units(context, measured):
             rows.append([o.unit.name, "", "", "", _figure(o.stats["F"]), _figure(o.stats["M"]),
                          _figure(o.stats["speech_acc"], 3), _figure(o.stats["text_acc"], 3), status(o)])
     summary = f"distill: {len(trained)} systems -> {context.exp_dir / 'distill'}"

@@ -22,7 +22,7 @@ from speechllm_cli.data.sources import (
     TsvConfig,
     TtsTextConfig,
 )
-from speechllm_cli.stages.runner import Context, StageResult, Unit, run_units, status
+from speechllm_cli.stages.runner import CUTS, Context, StageResult, Unit, run_units, status
 
 
 class SourceSpec(StrictModel):
@@ -75,7 +75,7 @@ def _prepare_split(context: Context, config: PrepareDataConfig, source: Source, 
     out_dir = context.exp_dir / "data" / split
     cuts, report = build_cuts(source.entries(split, context.track), config.on_bad_input, config.sample_rate, split,
                               config.audio_limits)
-    write_cuts(cuts, out_dir / "cuts.jsonl.gz", context.exp_dir)
+    write_cuts(cuts, out_dir / CUTS, context.exp_dir)
     skipped = out_dir / "skipped.tsv"
     if report.skipped_lines:
         write_text(skipped, "reason\twhere\tdetail\n" + "\n".join(report.skipped_lines) + "\n")
@@ -95,7 +95,8 @@ def _units(context: Context, config: PrepareDataConfig, spec: SourceSpec, source
     limits = {"min_seconds": config.min_seconds, "max_seconds": config.max_seconds}
     data_dir = context.exp_dir / "data"
     units = [Unit(f"data/{split}", data_dir / split, {**settings, **limits, "split": split}, source.inputs(split),
-                  partial(_prepare_split, context, config, source, split)) for split in source.splits()]
+                  partial(_prepare_split, context, config, source, split), [data_dir / split / CUTS])
+             for split in source.splits()]
     units += [Unit(f"data/corpora/{name}", data_dir / "corpora" / name, {**settings, "corpus": name}, [],
                    partial(_write_corpus, context, source, name)) for name in source.corpus_names()]
     return units

@@ -2,7 +2,8 @@
 
 A stage splits its work into units (a split, a text set, a model). A unit is skipped when its
 folder holds a ``.done`` marker whose key matches the hash of its config and inputs; otherwise it
-runs, and the marker is written last, so a killed unit simply runs again.
+runs, and the marker is written last, so a killed unit simply runs again. From the marker's first read to
+its writing the unit holds its lock (``common.locks``): a second command on the same unit stops in one line.
 
 Keys are the one scheme every stage and cache uses: settings plus the *content* of each input, named by
 its path relative to the experiment folder. A split manifest's content
@@ -34,6 +35,7 @@ from speechllm_cli.common.config import dump
 from speechllm_cli.common.digests import DigestCache
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import file_digest, write_json, write_text
+from speechllm_cli.common.locks import unit_lock
 from speechllm_cli.common.names import inside
 from speechllm_cli.data.sources import Track, no_progress
 
@@ -71,6 +73,9 @@ class Unit:
     inputs: list[Path]
     run: Callable[[], dict[str, Any]]
     """Does the work and returns the statistics kept in the marker and shown in the summary."""
+    outputs: list[Path] = field(default_factory=list)
+    """What later stages read of it (files or folders): their digests go into the marker, and a unit whose
+    outputs were since deleted, damaged or replaced is not up to date, so it rebuilds them."""
 
 
 @dataclass(frozen=True)
@@ -91,8 +96,9 @@ CUTS = "cuts.jsonl.gz"
 _digest_caches: dict[Path, DigestCache] = {}
 
 
-def _audio_digests(paths: list[Path], root: Path) -> list[str]:
-    """Through the experiment's digest cache: unchanged audio is read once, not by every stage and run."""
+def _cached_digests(paths: list[Path], root: Path) -> list[str]:
+    """Through the experiment's digest cache: unchanged files (audio, outputs) are read once, not by every stage
+    and run."""
     if root not in _digest_caches:
         _digest_caches[root] = DigestCache(root)
     return _digest_caches[root].files(paths)
@@ -116,7 +122,7 @@ def input_digest(path: Path, root: Path) -> str:
     digest = hashlib.sha256(file_digest(path).encode())
     audio = _manifest_audio(path, root)
     present = [file for file in audio if file.is_file()]
-    found = dict(zip(present, _audio_digests(present, root), strict=True))
+    found = dict(zip(present, _cached_digests(present, root), strict=True))
     for file in audio:
         digest.update(found[file].encode() if file in found else b"missing")
     return digest.hexdigest()
@@ -141,6 +147,12 @@ def settings_key(settings: dict[str, Any], digests: dict[str, str] | None = None
 
 def unit_key(unit: Unit, root: Path) -> str:
     return settings_key(unit.settings, input_digests(root, unit.inputs))
+
+
+def finished(out_dir: Path) -> bool:
+    """Whether a unit's outputs may be read: its marker is there (a failed or killed run removed or never
+    wrote it, whatever it left beside)."""
+    return read_marker(out_dir / MARKER) is not None
 
 
 def read_marker(path: Path) -> dict[str, Any] | None:
@@ -174,9 +186,15 @@ def run_units(context: Context, units: list[Unit]) -> list[Outcome]:
 
 def _run(context: Context, unit: Unit) -> Outcome:
     inside(context.exp_dir, unit.out_dir)
+    with unit_lock(context.exp_dir, unit.out_dir, context.command):
+        return _run_locked(context, unit)
+
+
+def _run_locked(context: Context, unit: Unit) -> Outcome:
     key = unit_key(unit, context.exp_dir)
     marker = read_marker(unit.out_dir / MARKER)
-    if not context.force and marker is not None and marker.get("key") == key:
+    if not context.force and marker is not None and marker.get("key") == key and _outputs_kept(context, unit,
+                                                                                                 marker):
         return Outcome(unit, marker.get("stats", {}), reused=True)
     (unit.out_dir / MARKER).unlink(missing_ok=True)
     _claim_partial_work(unit.out_dir, key, context.force)
@@ -184,9 +202,39 @@ def _run(context: Context, unit: Unit) -> Outcome:
     with distributed.leading():
         stats = unit.run()
     write_text(unit.out_dir / "config.yaml", dump(context.config))
-    write_json(unit.out_dir / MARKER, {"key": key, "stats": stats, "seconds": round(time.time() - started, 2)})
+    write_json(unit.out_dir / MARKER, {"key": key, "stats": stats, "seconds": round(time.time() - started, 2),
+                                       "outputs": output_digests(unit, context.exp_dir)})
     (unit.out_dir / IN_PROGRESS).unlink(missing_ok=True)
     return Outcome(unit, stats, reused=False)
+
+
+def output_digests(unit: Unit, root: Path) -> dict[str, str]:
+    """The content of a unit's outputs, each file through the digest cache (a check costs a stat per file)."""
+    return {str(path.relative_to(root)): _tree_digest(path, root) for path in unit.outputs}
+
+
+def _tree_digest(path: Path, root: Path) -> str:
+    if not path.exists():
+        return "missing"
+    if path.name == CUTS:
+        return input_digest(path, root)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for file, content in zip(files, _cached_digests(files, root), strict=True):
+        digest.update(f"{file.relative_to(path) if path.is_dir() else file.name}\0{content}\n".encode())
+    return digest.hexdigest()
+
+
+def _outputs_kept(context: Context, unit: Unit, marker: dict[str, Any]) -> bool:
+    """Whether the outputs are as the marker recorded them. A marker from before outputs were recorded is
+    given them now if every output is there (its unit is not redone for that alone)."""
+    now = output_digests(unit, context.exp_dir)
+    if "outputs" in marker:
+        return bool(marker["outputs"] == now)
+    if "missing" in now.values():
+        return False
+    write_json(unit.out_dir / MARKER, {**marker, "outputs": now})
+    return True
 
 
 def _follow(unit: Unit) -> Outcome:

@@ -28,7 +28,7 @@ from speechllm_cli.stages.decode import DecodeConfig, decode_dir, decoded_splits
 from speechllm_cli.stages.distill import measured_systems
 from speechllm_cli.stages.gap import gap_dir
 from speechllm_cli.stages.inputs import text_normalizer
-from speechllm_cli.stages.runner import MARKER, Context, StageResult, Unit, read_marker, run_units, status
+from speechllm_cli.stages.runner import MARKER, Context, StageResult, Unit, finished, read_marker, run_units, status
 from speechllm_cli.stages.speech_llm_io import speech_llm_names, system_dir
 from speechllm_cli.stages.systems import REFERENCE
 from speechllm_cli.stages.text_branch import text_branch_dir
@@ -73,7 +73,7 @@ def _score_tasks(context: Context, decode: DecodeConfig) -> tuple[list[Any], lis
     normalizer = text_normalizer(context)
     systems = [*decode.systems, *(name for name in speech_llm_names(context) if name not in decode.systems)]
     decoded = [(system, split) for system in systems for split in decode.tasks
-               if (decode_dir(context, system, split) / "summary.json").is_file()]
+               if finished(decode_dir(context, system, split))]
     units = [Unit(f"score/{system}/{split}", score_dir(context, system, split),
                   {"system": system, "split": split, "metric": "answer-accuracy",
                    "normalize": normalizer.model_dump(mode="json")},
@@ -137,7 +137,7 @@ def _score_asr(context: Context, decode: DecodeConfig) -> tuple[list[Any], list[
     systems = [*decode.systems, *(name for name in speech_llm_names(context) if name not in decode.systems)]
     pairs = [(system, split) for system in systems for split in _transcribed(context, decode, system)]
     decoded = [(system, split) for system, split in pairs
-               if (decode_dir(context, system, split) / "summary.json").is_file()]
+               if finished(decode_dir(context, system, split))]
     units = [Unit(f"score/{system}/{split}", score_dir(context, system, split),
                   {"system": system, "split": split, "normalize": normalizer.model_dump(mode="json")},
                   [decode_dir(context, system, split) / "hyps.jsonl"],

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from speechllm_cli.common.cache import cache_root
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.stages.curriculum.records import cell_of, cell_weights
-from speechllm_cli.stages.runner import MARKER, Context
+from speechllm_cli.stages.runner import Context, finished
 
 if TYPE_CHECKING:
     from speechllm_cli.core.configs import ModelConfig
@@ -125,6 +125,11 @@ def prompt_for(tokenizer: Any, instruction: str, config: ModelConfig) -> Prompt:
     return Prompt(template.prefix_ids, template.suffix_ids, end_of_turn_id(tokenizer))
 
 
+def trained_outputs(folder: Path) -> list[Path]:
+    """What :func:`save_trained` writes into a system's folder (the adapter folder only with LoRA)."""
+    return [folder / "projector", folder / "lora"]
+
+
 def save_trained(model: SpeechLLM, folder: Path, config: ModelConfig) -> None:
     from speechllm_cli.core.projector import save_projector
 
@@ -146,13 +151,19 @@ def load_weights(model: SpeechLLM, folder: Path, lora: bool) -> None:
         set_peft_model_state_dict(model.llm, load_file(str(folder / "lora" / "adapter_model.safetensors")))
 
 
+def require_trained(context: Context, system: str) -> Path:
+    """The system's folder, if its unit finished: weights left by a killed or failed run are not a system."""
+    folder = system_dir(context, system)
+    if not finished(folder):
+        stage = folder.parent.name
+        raise SpeechLLMError(f"{folder}: {stage} system {system!r} is not trained yet (run {stage} first)")
+    return folder
+
+
 def load_trained(context: Context, encoder: CTCEncoder, system: str) -> tuple[SpeechLLM, object]:
     """The trained system, prompted with align's instruction; only a finished unit counts (a killed one has no
     marker)."""
-    folder = system_dir(context, system)
-    if not (folder / MARKER).is_file():
-        stage = folder.parent.name
-        raise SpeechLLMError(f"{folder}: {stage} system {system!r} is not trained yet (run {stage} first)")
+    folder = require_trained(context, system)
     config = system_model(context, system)
     model, tokenizer = build_speech_llm(config, context.section("align").instruction, encoder,
                                         interface_of(context, system).hidden_size(context))

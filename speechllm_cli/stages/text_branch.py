@@ -208,4 +208,5 @@ def text_branch_unit(context: Context, config: TextBranchStageConfig) -> Unit:
                            "calibrated": align.calibrated.model_dump(mode="json") if align else None}}
     inputs = [encoder_dir(context), cuts_path(context, config.split), cuts_path(context, calibrate.split),
               text_set_path(context, calibrate.text_set), calibration_model_dir(context)]
-    return Unit("calibrate/text_branch", text_branch_dir(context), settings, inputs, lambda: _train(context, config))
+    return Unit("calibrate/text_branch", text_branch_dir(context), settings, inputs, lambda: _train(context, config),
+                [text_branch_model_dir(context)])

@@ -285,7 +285,7 @@ def run(context: Context) -> StageResult:
                                       _tokenizer_path(context)]
     settings = config.model_dump(mode="json", exclude=set() if config.extra_splits else {"extra_splits"})
     unit = Unit("encoder", context.exp_dir / "encoder", settings, inputs,
-                lambda: _train(context, config))
+                lambda: _train(context, config), [encoder_dir(context)])
     (outcome,) = run_units(context, [unit])
     stats = outcome.stats
     if "imported" in stats:
