@@ -868,7 +868,7 @@ def test_outputs_of_a_unit_without_its_marker_are_not_read(tiny, tmp_path: Path)
     shutil.rmtree(copy / "score")
     scored = _speechllm("score", "--recipe", "tiny", "--exp-dir", copy)
     assert scored.returncode == 0, scored.stderr
-    assert "score/tasu/test_indomain" in scored.stdout and "score/tasu/test_newvoice" not in scored.stdout
+    assert "tasu / test_indomain" in scored.stdout and "tasu / test_newvoice" not in scored.stdout
     assert not (copy / "score/tasu/test_newvoice").exists()
     (copy / "align/tasu/.done").unlink()
     result = _speechllm("decode", "--recipe", "tiny", "--exp-dir", copy, "--system", "tasu")
