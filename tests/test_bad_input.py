@@ -96,6 +96,23 @@ def test_bad_input_is_skipped_and_counted(cli, tmp_path: Path, case: str) -> Non
     assert len(skipped) == 2 and skipped[1].startswith(f"{reason}\t{tsv}:3")
 
 
+@pytest.mark.parametrize(("content", "skip", "detail"), [
+    (b"", False, "it lists none"),
+    (b"path\ttext\n\n", False, "it lists none"),
+    (b"gone.wav\tmissing\nlost.wav\tmissing too\n", True, "all 2 skipped (missing_audio=2)"),
+], ids=["empty file", "header only", "every line skipped"])
+def test_a_split_of_no_utterances_is_one_line_and_leaves_nothing(cli, tmp_path: Path, content: bytes, skip: bool,
+                                                                  detail: str) -> None:
+    """Issue 25, finding 7: an empty list became a finished split of 0 utterances that decode later failed on."""
+    tsv = tmp_path / "in" / "list.tsv"
+    tsv.parent.mkdir(parents=True)
+    tsv.write_bytes(content)
+    result = cli("prepare-data", "--tsv", tsv, "--split", "mine", *(["--on-bad-input", "skip"] if skip else []))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: {tsv}: no utterance for split 'mine': {detail}"
+    assert not (tmp_path / "exp/adhoc/data/mine").exists()
+
+
 def test_other_sample_rates_are_resampled_and_said(cli, tmp_path: Path) -> None:
     write_tone(tmp_path / "in" / "phone.wav", seconds=0.75, sample_rate=8000)
     tsv = _tsv(tmp_path, [b"phone.wav\tan eight kilohertz call\n"])

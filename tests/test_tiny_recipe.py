@@ -387,11 +387,25 @@ def test_a_deleted_calibration_and_a_damaged_projector_are_rebuilt_not_taken_as_
     assert result.returncode == 0, result.stderr
     assert marker.stat().st_mtime_ns != stamp, "calibrate ran again"
     assert {p.name: p.read_bytes() for p in model.iterdir()} == written
+    for damage, message in [("{not json", f"{model / 'calibration.json'}: damaged, not JSON ("),
+                            ('{"rates": "x"}', f"{model}: damaged calibration, 'vocab_size' is missing")]:
+        (model / "calibration.json").write_text(damage)
+        refused = _align(copy, *ONLY["calibrated"])
+        assert refused.returncode == 1 and refused.stderr.strip().startswith(f"error: {message}"), refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+    rebuilt = subprocess.run([str(SPEECHLLM), "calibrate", "--recipe", "tiny", "--exp-dir", str(copy)],
+                             capture_output=True, text=True, check=False)
+    assert rebuilt.returncode == 0 and {p.name: p.read_bytes() for p in model.iterdir()} == written
 
     assert _align(copy, *ONLY_TASU).returncode == 0
     projector, marker = copy / "align/tasu/projector/model.safetensors", copy / "align/tasu/.done"
     trained, stamp = projector.read_bytes(), marker.stat().st_mtime_ns
     projector.write_bytes(trained[: len(trained) // 2])
+    decoded = _speechllm("decode", "--recipe", "tiny", "--exp-dir", copy, "--system", "tasu", *ONLY_TASU,
+                         "--set", "decode.splits=[test_indomain]")
+    assert decoded.returncode == 1 and decoded.stderr.strip() == (
+        f"error: {projector.parent}: changed since align trained 'tasu' (damaged or replaced); run align again "
+        "to rebuild it")
     again = _align(copy, *ONLY_TASU)
     assert again.returncode == 0, again.stderr
     assert marker.stat().st_mtime_ns != stamp and projector.read_bytes() == trained
@@ -856,6 +870,12 @@ def test_decode_before_align_is_one_line(tiny, tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.strip() == (f"error: {copy / 'align/tasu'}: align system 'tasu' is not trained yet "
                                      "(run align first)")
+    audio = sorted((copy / "data/audio/test_indomain").glob("*.flac"))[:1]
+    ctc = _speechllm("decode", "--recipe", "tiny", "--exp-dir", copy, "--system", "ctc", *audio)
+    assert ctc.returncode == 0, ctc.stderr
+    assert [line.split("\t")[0] for line in ctc.stdout.splitlines()] == [str(audio[0])]
+    asked = _speechllm("decode", "--recipe", "tiny", "--exp-dir", copy, "--system", "tasu", *audio)
+    assert asked.returncode == 1 and asked.stderr.strip() == result.stderr.strip()
 
 
 def test_outputs_of_a_unit_without_its_marker_are_not_read(tiny, tmp_path: Path) -> None:

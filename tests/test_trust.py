@@ -6,11 +6,12 @@ Each test is a finding of issue 11, reproduced through the real ``speechllm`` co
 from __future__ import annotations
 
 import hashlib
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import load_cuts, write_tone
+from tests.conftest import SPEECHLLM, load_cuts, write_tone
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -198,3 +199,28 @@ def test_audio_replaced_in_place_makes_prepare_data_rebuild_its_split(cli, tmp_p
     after = {cut.id: cut.duration for cut in load_cuts(tmp_path / "exp/data/s/cuts.jsonl.gz")}
     assert after.keys() == before.keys() and sorted(after.values()) != sorted(before.values())
     assert 2.5 in after.values()
+
+
+def _full_disk_available() -> bool:
+    """A full disk is made as a small tmpfs in a private mount namespace; a machine without user namespaces
+    cannot make one (the test then says so as a skip, it does not pass)."""
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
+                           capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _full_disk_available(), reason="needs `unshare -rm` and tmpfs mounts to fill a disk")
+def test_a_full_disk_names_the_output_and_leaves_nothing_taken_as_done(tmp_path: Path) -> None:
+    """Issue 25, finding 8: a full disk was `unexpected OSError: [Errno 28]` naming no file."""
+    tsv = _clips(tmp_path / "in")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = (f"mount -t tmpfs -o size=256k tmpfs {disk} && head -c 250000 /dev/zero > {disk}/filler && "
+              f"{SPEECHLLM} prepare-data --tsv '{tsv}' --split mine --exp-dir {disk}/exp; echo rc=$?; "
+              f"ls -A {disk}/exp; test -e {disk}/exp/data || echo no data folder")
+    result = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, check=False)
+    assert result.stderr.strip() == (f"error: {disk}/exp/data/mine/cuts.jsonl.gz: no space left on device to "
+                                     "write it (0 KiB free there)")
+    listing = result.stdout.splitlines()
+    assert listing[0] == "rc=1"
+    assert listing[1:] == [".cache", "no data folder"]

@@ -7,6 +7,7 @@ would mistake for finished output.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -15,6 +16,8 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from speechllm_cli.common.errors import SpeechLLMError
 
 
 def _current_umask() -> int:
@@ -25,6 +28,25 @@ def _current_umask() -> int:
 
 _UMASK = _current_umask()
 """Temporary files are created private; finished outputs get the permissions a plain open() would give."""
+
+
+def disk_full(error: BaseException) -> bool:
+    """Writers report a full disk in their own words (OSError 28, safetensors' and SQLite's messages)."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return any(text in str(error) for text in ("No space left on device", "database or disk is full"))
+
+
+@contextlib.contextmanager
+def _space_named(target: Path) -> Iterator[None]:
+    """A full disk names the output it stopped, not just the errno: the user needs to know where space ran out."""
+    try:
+        yield
+    except Exception as error:
+        if disk_full(error):
+            raise SpeechLLMError(f"{target}: no space left on device to write it "
+                                 f"({shutil.disk_usage(target.parent).free // 1024} KiB free there)") from error
+        raise
 
 
 @contextlib.contextmanager
@@ -39,7 +61,8 @@ def atomic_path(target: Path) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        with _space_named(target):
+            yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, target)
     finally:
@@ -52,7 +75,8 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
-        yield tmp
+        with _space_named(target):
+            yield tmp
         os.chmod(tmp, 0o777 & ~_UMASK)
         for file in tmp.rglob("*"):
             os.chmod(file, (0o777 if file.is_dir() else 0o666) & ~_UMASK)
@@ -81,6 +105,25 @@ def write_jsonl(target: Path, rows: Iterable[dict[str, Any]]) -> int:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
     return count
+
+
+def read_json(path: Path) -> Any:
+    """A JSON artifact; a damaged one is an error naming it (a missing one stays FileNotFoundError)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise SpeechLLMError(f"{path}: damaged, not JSON ({error})") from error
+
+
+def load_tensors(path: Path, device: str = "cpu") -> dict[str, Any]:
+    """A safetensors artifact; a damaged one (cut short, overwritten) is an error naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device=device)
+    except SafetensorError as error:
+        raise SpeechLLMError(f"{path}: damaged, not a safetensors file ({error})") from error
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from speechllm_cli.common.io import atomic_dir
+from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.common.io import atomic_dir, load_tensors, read_json
 from speechllm_cli.core.configs import SimulatorConfig
 
 CORRECT, SUBSTITUTION, SOFT, DELETION = range(4)
@@ -236,12 +237,17 @@ def save_calibration(calibration: Calibration, folder: Path) -> None:
 
 
 def load_calibration(folder: Path) -> Calibration:
-    meta = json.loads((folder / "calibration.json").read_text(encoding="utf-8"))
-    tensors = load_file(str(folder / "calibration.safetensors"))
-    templates = Templates(tensors["template_ids"], tensors["template_probs"].float(), tensors["template_kind"],
-                          tensors["template_unit"], tensors["template_side"])
-    return Calibration(meta["vocab_size"], meta["blank_id"], tensors["events"], tensors["confusion"],
-                       meta["insertions"], meta["gaps"], meta["utterances"], templates)
+    """What :func:`save_calibration` wrote; a file damaged in a way its format still parses is named too."""
+    meta, tensors = read_json(folder / "calibration.json"), load_tensors(folder / "calibration.safetensors")
+    try:
+        templates = Templates(tensors["template_ids"], tensors["template_probs"].float(), tensors["template_kind"],
+                              tensors["template_unit"], tensors["template_side"])
+        return Calibration(int(meta["vocab_size"]), int(meta["blank_id"]), tensors["events"], tensors["confusion"],
+                           int(meta["insertions"]), int(meta["gaps"]), int(meta["utterances"]), templates)
+    except KeyError as error:
+        raise SpeechLLMError(f"{folder}: damaged calibration, {error.args[0]!r} is missing") from error
+    except (TypeError, ValueError) as error:
+        raise SpeechLLMError(f"{folder / 'calibration.json'}: damaged calibration ({error})") from error
 
 
 class CalibratedSimulator:

@@ -101,13 +101,15 @@ def decode_dir(context: Context, system: str, split: str) -> Path:
     return context.exp_dir / "decode" / system / split
 
 
-def _check_systems(context: Context, config: DecodeConfig) -> None:
+def _check_systems(context: Context, config: DecodeConfig, used: list[str]) -> None:
+    """Every configured name must be known, but only the systems this command uses must be trained: asking one
+    system about a file does not wait for the others."""
     known = {CTC, *speech_llm_names(context), *config.peers, *config.searches}
     unknown = [s for s in config.systems if s not in known and s not in config.cascades]
     if unknown:
         raise SpeechLLMError(f"decode.systems: {unknown[0]!r} is neither 'ctc' nor an align or distill system "
                              "nor a search, cascade or peer")
-    for name in config.systems:
+    for name in used:
         if name in speech_llm_names(context):
             require_trained(context, name)
     for name, cascade in config.cascades.items():
@@ -200,7 +202,7 @@ def decoded_splits(context: Context, config: DecodeConfig, name: str) -> list[tu
 
 def run(context: Context) -> StageResult:
     config: DecodeConfig = context.section("decode")
-    _check_systems(context, config)
+    _check_systems(context, config, config.systems)
     front = SpeechFrontEnd(context)
     units = []
     for name in config.systems:
@@ -235,7 +237,7 @@ def transcribe_files(context: Context, files: list[Path], name: str,
     """Outputs for a user's own audio files, without preparing a split, by any system: transcripts, or with
     ``instruction`` the answers of a system that follows instructions."""
     config: DecodeConfig = context.section("decode")
-    _check_systems(context, config)
+    _check_systems(context, config, [name])
     if instruction is not None and system_kind(context, config, name) not in INSTRUCTED:
         raise SpeechLLMError(f"--instruction: {name} only transcribes; ask a speech LLM or a cascade")
     audio = file_audio(context, files)

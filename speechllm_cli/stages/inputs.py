@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from speechllm_cli.common import device
 from speechllm_cli.common.errors import SpeechLLMError
-from speechllm_cli.common.io import read_jsonl
+from speechllm_cli.common.io import read_json, read_jsonl
 from speechllm_cli.data.normalize import NormalizerConfig
 from speechllm_cli.stages.runner import Context
 
@@ -66,5 +65,5 @@ def load_trained_encoder(context: Context) -> CTCEncoder:
     path = encoder_name_path(context)
     if not path.is_file():
         raise SpeechLLMError(f"{path}: no trained encoder (run train-encoder first)")
-    encoder = load_encoder(json.loads(path.read_text(encoding="utf-8"))["encoder"], encoder_dir(context))
+    encoder = load_encoder(read_json(path)["encoder"], encoder_dir(context))
     return encoder.to(device.torch_device())

@@ -11,7 +11,7 @@ from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import write_jsonl, write_text
 from speechllm_cli.data.audio import MAX_SECONDS, MIN_SECONDS, AudioLimits
-from speechllm_cli.data.manifests import BadInputPolicy, build_cuts, write_cuts
+from speechllm_cli.data.manifests import BadInputPolicy, SplitReport, build_cuts, write_cuts
 from speechllm_cli.data.sources import (
     SOURCES,
     KaldiConfig,
@@ -75,6 +75,8 @@ def _prepare_split(context: Context, config: PrepareDataConfig, source: Source, 
     out_dir = context.exp_dir / "data" / split
     cuts, report = build_cuts(source.entries(split, context.track), config.on_bad_input, config.sample_rate, split,
                               config.audio_limits)
+    if not report.utterances:
+        _refuse_empty(source, split, report)
     write_cuts(cuts, out_dir / CUTS, context.exp_dir)
     skipped = out_dir / "skipped.tsv"
     if report.skipped_lines:
@@ -82,6 +84,15 @@ def _prepare_split(context: Context, config: PrepareDataConfig, source: Source, 
     else:
         skipped.unlink(missing_ok=True)
     return report.as_dict()
+
+
+def _refuse_empty(source: Source, split: str, report: SplitReport) -> None:
+    """A split of no utterances would be a finished split that every later stage fails on far from its cause."""
+    inputs = ", ".join(str(path) for path in source.inputs(split)) or f"split {split!r}"
+    skipped = sum(report.skipped.values())
+    reasons = ", ".join(f"{reason}={count}" for reason, count in sorted(report.skipped.items()))
+    detail = f"all {skipped} skipped ({reasons})" if skipped else "it lists none"
+    raise SpeechLLMError(f"{inputs}: no utterance for split {split!r}: {detail}")
 
 
 def _write_corpus(context: Context, source: Source, name: str) -> dict[str, Any]:

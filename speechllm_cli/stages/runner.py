@@ -155,6 +155,14 @@ def finished(out_dir: Path) -> bool:
     return read_marker(out_dir / MARKER) is not None
 
 
+def changed_outputs(out_dir: Path, root: Path) -> list[Path]:
+    """The outputs a finished unit's marker recorded that are no longer as recorded (deleted, damaged,
+    replaced): a later stage names them instead of failing inside a loader."""
+    marker = read_marker(out_dir / MARKER) or {}
+    return [root / name for name, digest in marker.get("outputs", {}).items()
+            if _tree_digest(root / name, root) != digest]
+
+
 def read_marker(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -197,15 +205,47 @@ def _run_locked(context: Context, unit: Unit) -> Outcome:
                                                                                                  marker):
         return Outcome(unit, marker.get("stats", {}), reused=True)
     (unit.out_dir / MARKER).unlink(missing_ok=True)
+    created = _first_missing(unit.out_dir, context.exp_dir)
     _claim_partial_work(unit.out_dir, key, context.force)
     started = time.time()
-    with distributed.leading():
-        stats = unit.run()
+    try:
+        with distributed.leading():
+            stats = unit.run()
+    except BaseException:
+        _tidy_failed(unit.out_dir, created)
+        raise
     write_text(unit.out_dir / "config.yaml", dump(context.config))
     write_json(unit.out_dir / MARKER, {"key": key, "stats": stats, "seconds": round(time.time() - started, 2),
                                        "outputs": output_digests(unit, context.exp_dir)})
     (unit.out_dir / IN_PROGRESS).unlink(missing_ok=True)
     return Outcome(unit, stats, reused=False)
+
+
+def _first_missing(out_dir: Path, root: Path) -> Path | None:
+    """The outermost folder of ``out_dir`` below ``root`` that this run creates, if any."""
+    missing = None
+    for folder in (out_dir, *out_dir.parents):
+        if folder == root or folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def _tidy_failed(out_dir: Path, created: Path | None) -> None:
+    """A unit that failed before it left any work to resume leaves nothing behind: no claim, and none of the
+    folders it created (work it did leave, e.g. checkpoints, keeps its claim so that a rerun resumes it)."""
+    claim = out_dir / IN_PROGRESS
+    if claim.is_file() and [p.name for p in out_dir.iterdir()] == [IN_PROGRESS]:
+        claim.unlink()
+    if created is None:
+        return
+    for folder in (out_dir, *out_dir.parents):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        if folder == created:
+            return
 
 
 def output_digests(unit: Unit, root: Path) -> dict[str, str]:

@@ -7,12 +7,11 @@ outputs are parsed as JSON frames; one that does not parse is scored as an empty
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from speechllm_cli.common.errors import SpeechLLMError
-from speechllm_cli.common.io import read_jsonl, write_json, write_text
+from speechllm_cli.common.io import read_json, read_jsonl, write_json, write_text
 from speechllm_cli.data.normalize import NormalizerConfig, normalize
 from speechllm_cli.metrics.asr import score_asr
 from speechllm_cli.metrics.gap_report import GapRow, plot_gap, render_gap
@@ -47,7 +46,7 @@ def _score(context: Context, normalizer: NormalizerConfig, system: str, split: s
     score, listing = score_asr(triples)
     out = score_dir(context, system, split)
     write_text(out / "errors.txt", listing)
-    decoded = json.loads((decode_dir(context, system, split) / "summary.json").read_text(encoding="utf-8"))
+    decoded = read_json(decode_dir(context, system, split) / "summary.json")
     summary = {**score.as_dict(), "rtf": decoded["rtf"], "command": decoded["command"]}
     write_json(out / "summary.json", summary)
     return summary
@@ -61,7 +60,7 @@ def _score_answers(context: Context, normalizer: NormalizerConfig, system: str, 
                       for r, ok in zip(rows, right, strict=True))
     out = score_dir(context, system, split)
     write_text(out / "answers.txt", listing)
-    decoded = json.loads((decode_dir(context, system, split) / "summary.json").read_text(encoding="utf-8"))
+    decoded = read_json(decode_dir(context, system, split) / "summary.json")
     summary = {"num_utts": len(rows), "accuracy": round(sum(right) / max(len(rows), 1), 5), "rtf": decoded["rtf"],
                "instruction": decoded.get("instruction"), "command": decoded["command"]}
     write_json(out / "summary.json", summary)
@@ -122,11 +121,11 @@ def _mismatch(context: Context) -> str | None:
     path = calibration_dir(context) / "report.json"
     if path.is_file():
         plot = MISMATCH_PLOT if (context.exp_dir / MISMATCH_PLOT).is_file() else None
-        report = json.loads(path.read_text(encoding="utf-8"))
+        report = read_json(path)
         parts.append(render_mismatch(report, plot, report.get("command", "")))
     unified = text_branch_dir(context) / "report.json"
     if unified.is_file():
-        parts.append(render_unified_mismatch(json.loads(unified.read_text(encoding="utf-8"))))
+        parts.append(render_unified_mismatch(read_json(unified)))
     return "\n".join(parts) or None
 
 

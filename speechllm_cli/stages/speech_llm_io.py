@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from speechllm_cli.common.cache import cache_root
 from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.common.io import load_tensors
 from speechllm_cli.stages.curriculum.records import cell_of, cell_weights
-from speechllm_cli.stages.runner import Context, finished
+from speechllm_cli.stages.runner import Context, changed_outputs, finished
 
 if TYPE_CHECKING:
     from speechllm_cli.core.configs import ModelConfig
@@ -141,22 +142,23 @@ def save_trained(model: SpeechLLM, folder: Path, config: ModelConfig) -> None:
 
 def load_weights(model: SpeechLLM, folder: Path, lora: bool) -> None:
     """Put what :func:`save_trained` wrote in ``folder`` into a freshly built model."""
-    from safetensors.torch import load_file
-
-    model.projector.load_state_dict(load_file(str(folder / "projector" / "model.safetensors"),
-                                              device=str(model.device)))
+    model.projector.load_state_dict(load_tensors(folder / "projector" / "model.safetensors", str(model.device)))
     if lora:
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(model.llm, load_file(str(folder / "lora" / "adapter_model.safetensors")))
+        set_peft_model_state_dict(model.llm, load_tensors(folder / "lora" / "adapter_model.safetensors"))
 
 
 def require_trained(context: Context, system: str) -> Path:
     """The system's folder, if its unit finished: weights left by a killed or failed run are not a system."""
     folder = system_dir(context, system)
+    stage = folder.parent.name
     if not finished(folder):
-        stage = folder.parent.name
         raise SpeechLLMError(f"{folder}: {stage} system {system!r} is not trained yet (run {stage} first)")
+    changed = changed_outputs(folder, context.exp_dir)
+    if changed:
+        raise SpeechLLMError(f"{changed[0]}: changed since {stage} trained {system!r} (damaged or replaced); run "
+                             f"{stage} again to rebuild it")
     return folder
 
 

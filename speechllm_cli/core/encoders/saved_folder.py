@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import TypeVar
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from speechllm_cli.common.config import StrictModel, validate
 from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.common.io import load_tensors, read_json
 
 C = TypeVar("C", bound=StrictModel)
 CONFIG_FILE = "config.json"
@@ -34,11 +35,11 @@ def read_config(folder: Path, model_type: str, config_class: type[C], *needed: s
     if missing:
         raise SpeechLLMError(f"{folder}: not a saved {model_type} encoder (no {' / '.join(missing)})")
     path = folder / CONFIG_FILE
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = read_json(path)
     if data.pop("model_type", None) != model_type:
         raise SpeechLLMError(f"{path}: model_type is not {model_type!r}")
     return validate(config_class, data, str(path))
 
 
 def load_weights(model: torch.nn.Module, folder: Path, map_location: str | torch.device) -> None:
-    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE), device=str(map_location)))
+    model.load_state_dict(load_tensors(folder / WEIGHTS_FILE, str(map_location)))

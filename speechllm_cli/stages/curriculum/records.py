@@ -6,11 +6,11 @@ wherever a system is named (distill's ``init``, the gap measurement), its weight
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.common.io import read_json
 from speechllm_cli.stages.curriculum.config import Cell, cells
 from speechllm_cli.stages.runner import Context
 
@@ -26,7 +26,7 @@ def cell_record_path(context: Context, cell: Cell) -> Path:
 def read_cell(context: Context, cell: Cell) -> dict[str, Any] | None:
     """A cell's record, or None when the cell has not been run."""
     path = cell_record_path(context, cell)
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 def cell_of(context: Context, system: str) -> Cell | None:
