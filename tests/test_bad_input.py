@@ -289,3 +289,4 @@ def test_decode_transcribes_files_with_a_peer(cli, tmp_path: Path) -> None:
     lines = [line.split("\t") for line in result.stdout.splitlines()]
     assert [line[0] for line in lines] == [str(speech), str(tone)]
     assert "world" in lines[0][1].lower()
+    assert [line.split(" (")[0] for line in result.stderr.splitlines()] == ["device cpu"], "no library progress bars"

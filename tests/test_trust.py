@@ -224,3 +224,33 @@ def test_a_full_disk_names_the_output_and_leaves_nothing_taken_as_done(tmp_path:
     listing = result.stdout.splitlines()
     assert listing[0] == "rc=1"
     assert listing[1:] == [".cache", "no data folder"]
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (("align", "--set", "align.train.lr=3e38"), 1,
+     "align.train.lr: Input should be less than or equal to 10 (got '3e38')"),
+    (("decode", "--set", "decode.batch_size=true"), 1, "decode.batch_size: a number, not true"),
+    (("run", "--num-processes", "0"), 2, "--num-processes: at least 1 process (got 0)"),
+    (("run", "--stage", "9"), 2, "--stage 9 --stop-stage 8: the stages are 1-8, the first not after the last"),
+], ids=["lr overflow", "boolean batch size", "no processes", "stage past the last"])
+def test_out_of_range_settings_are_one_line_before_any_work(cli, tmp_path: Path, args: tuple[str, ...], code: int,
+                                                             message: str) -> None:
+    """Issue 25, finding 9: an overflow RuntimeError, a batch of `true` taken as 1, Typer's boxed panel, and a
+    run of a stage past the last that exited 0 having run nothing."""
+    line = _one_line(cli(*args[:1], "--recipe", "tiny", "--exp-dir", "exp", *args[1:]), code)
+    assert line.startswith("error: ") and line.endswith(message)
+    assert not (tmp_path / "exp").exists()
+
+
+def test_links_that_lead_nowhere_are_named_as_links(cli, tmp_path: Path) -> None:
+    """Issue 25, finding 9: a loop of symbolic links was reported as a file that does not exist."""
+    (tmp_path / "loop1.tsv").symlink_to("loop2.tsv")
+    (tmp_path / "loop2.tsv").symlink_to("loop1.tsv")
+    line = _one_line(cli("prepare-data", "--tsv", "loop1.tsv", "--split", "s"))
+    assert line == "error: prepare_data.tsv.file: loop1.tsv is a loop of symbolic links"
+    tsv = _clips(tmp_path / "in", "clips.tsv")
+    (tmp_path / "in/c.wav").symlink_to(tmp_path / "in/gone.wav")
+    tsv.write_text(tsv.read_text(encoding="utf-8") + "c.wav\tthird clip\n", encoding="utf-8")
+    line = _one_line(cli("prepare-data", "--tsv", tsv, "--split", "s"))
+    assert line.startswith(f"error: {tsv}:4: audio file {tmp_path / 'in/c.wav'} of utterance 'c' is a symbolic "
+                           f"link to {tmp_path / 'in/gone.wav'}, which does not exist")

@@ -7,6 +7,7 @@ without markup interpretation, since both carry user paths and names.
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import traceback
@@ -57,7 +58,7 @@ SetOpt = Annotated[list[str] | None, typer.Option(
     help="Override a config value (the value is read as YAML), e.g. --set prepare_data.mini.seed=3. Repeatable.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun even when the stage's outputs are up to date.")]
 ProcessesOpt = Annotated[int, typer.Option(
-    "--num-processes", min=1, metavar="N",
+    "--num-processes", metavar="N",
     help="Train with N data-parallel processes on this machine (one per GPU, or sharing the CPU cores). Each "
          "takes train.batch_size items per micro-batch, so a step sees N times as many; only the first one "
          "writes.")]
@@ -138,6 +139,8 @@ def _execute(stage: str, recipe: str | None, exp_dir: Path | None, sets: list[st
 def _relaunch(processes: int) -> None:
     """Start this command again as each of ``processes`` processes and exit with them, unless it is one of
     them already (started so here, or by torchrun or accelerate launch)."""
+    if processes < 1:
+        raise _fail(f"--num-processes: at least 1 process (got {processes})", 2)
     if processes > 1 and distributed.world_size() == 1:
         raise typer.Exit(distributed.launch(sys.argv[1:], processes))
 
@@ -157,6 +160,9 @@ def main(version: Annotated[bool, typer.Option("--version", callback=_version, i
     global _debug
     _debug = debug
     distributed.adopt_slurm()
+    # Hugging Face's own bars ("Loading weights" on every model load) would interleave with the stages' progress
+    # and tables on stderr; a user who wants them sets the variable to 0.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 @app.command("prepare-data")
@@ -290,7 +296,7 @@ def decode(
         help="With FILEs: ask this instead of a transcript (e.g. 'Answer the question in one word.'); speech LLMs "
              "and cascades only. Test splits take theirs from decode.tasks.", show_default=False)] = None,
     num_processes: Annotated[int, typer.Option(
-        "--num-processes", min=1, metavar="N",
+        "--num-processes", metavar="N",
         help="Decode the test splits with N processes on this machine (one per GPU, or sharing the CPU cores), "
              "each taking every N-th utterance; the hypotheses are merged and written by the first.")] = 1,
 ) -> None:
@@ -392,15 +398,18 @@ def run(
     exp_dir: ExpDirOpt = None,
     set_: SetOpt = None,
     force: ForceOpt = False,
-    stage: Annotated[int, typer.Option("--stage", min=1, help="First stage to run (" + ", ".join(
+    stage: Annotated[int, typer.Option("--stage", help="First stage to run (" + ", ".join(
         f"{number} {name}" for number, name in enumerate(PIPELINE, 1)) + ").")] = 1,
-    stop_stage: Annotated[int, typer.Option("--stop-stage", min=1, help="Last stage to run.")] = len(PIPELINE),
+    stop_stage: Annotated[int, typer.Option("--stop-stage", help="Last stage to run.")] = len(PIPELINE),
     num_processes: ProcessesOpt = 1,
 ) -> None:
     """Run a recipe's stages in order, ESPnet style (what recipes/<name>/run.sh calls); stops at the first
     stage that fails. Options go to every stage; stage-only options need the stage's own command. With
     --num-processes every stage runs on the same processes (the main one alone where a stage has no shared
     work)."""
+    if not 1 <= stage <= stop_stage <= len(PIPELINE):
+        raise _fail(f"--stage {stage} --stop-stage {stop_stage}: the stages are 1-{len(PIPELINE)}, the first "
+                    "not after the last", 2)
     _relaunch(num_processes)
     common = [*(["--recipe", recipe] if recipe else []), *(["--exp-dir", str(exp_dir)] if exp_dir else []),
               *(arg for value in set_ or [] for arg in ("--set", value)), *(["--force"] if force else [])]

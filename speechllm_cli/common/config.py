@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from speechllm_cli.common.errors import SpeechLLMError
 
@@ -69,10 +70,27 @@ def load_yaml(text: str) -> Any:
     return data
 
 
+def _numeric(annotation: Any) -> bool:
+    """Whether a field holds a number (alone or as an option of a union such as ``int | None``)."""
+    if annotation in (int, float):
+        return True
+    options = [a for a in get_args(annotation) if a is not type(None)]
+    return get_origin(annotation) in (Union, UnionType) and bool(options) and all(a in (int, float) for a in options)
+
+
 class StrictModel(BaseModel):
     """Base of every config section: unknown keys and wrong types are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _booleans_are_not_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """pydantic reads ``true`` as 1 for a number; ``batch_size: true`` is a mistake, not a batch of one."""
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and _numeric(field.annotation):
+            raise ValueError(f"a number, not {str(value).lower()}")
+        return value
 
 
 def _describe(error: dict[str, Any]) -> str:

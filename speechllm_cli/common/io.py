@@ -107,6 +107,18 @@ def write_jsonl(target: Path, rows: Iterable[dict[str, Any]]) -> int:
     return count
 
 
+def broken_link(path: Path) -> str | None:
+    """Why a path that does not exist is a link that leads nowhere, if it is one: the user's fix is the link."""
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "is a loop of symbolic links"
+    if path.is_symlink():
+        return f"is a symbolic link to {os.readlink(path)}, which does not exist"
+    return None
+
+
 def read_json(path: Path) -> Any:
     """A JSON artifact; a damaged one is an error naming it (a missing one stays FileNotFoundError)."""
     try:

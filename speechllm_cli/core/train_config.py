@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from typing import Annotated
+
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from speechllm_cli.common.config import StrictModel
 
@@ -15,11 +17,12 @@ class TrainConfig(StrictModel):
     grad_accum items: more processes see more items per step, not the same items split."""
     grad_accum: PositiveInt = 1
     """Micro-batches each process adds up before a step."""
-    lr: PositiveFloat = 1e-3
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
+    lr: Annotated[float, Field(gt=0, le=10)] = 1e-3
+    """Above 10 no optimizer here converges, and near float32's range the update itself overflows."""
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
     warmup_steps: NonNegativeInt = 100
-    min_lr_ratio: float = 0.0
+    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.0
     """The cosine decays from lr to lr * min_lr_ratio."""
     grad_clip: PositiveFloat = 1.0
     seed: int = 0

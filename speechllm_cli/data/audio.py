@@ -17,6 +17,7 @@ import numpy as np
 import soundfile
 
 from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.common.io import broken_link
 
 if TYPE_CHECKING:
     from lhotse import Recording
@@ -78,7 +79,7 @@ def _first_nonfinite(path: Path, subtype: str, sample_rate: int) -> float | None
 def inspect_file(path: Path) -> AudioInfo | Fault:
     """The file's length and rate, or why it cannot be used at all."""
     if not path.exists():
-        return Fault("missing_audio", "does not exist")
+        return Fault("missing_audio", broken_link(path) or "does not exist")
     if path.is_dir():
         return Fault("unreadable_audio", "is a folder, not an audio file")
     if path.stat().st_size == 0:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from speechllm_cli.common.errors import SpeechLLMError
+from speechllm_cli.common.io import broken_link
 from speechllm_cli.data.entries import Entry
 
 T = TypeVar("T")
@@ -48,7 +49,8 @@ def require_path(path: Path, key: str, kind: PathKind) -> Path:
     """Fail with a message naming the config key when a user-given input is missing or of the wrong kind
     (a folder given as ``--tsv`` would otherwise fail deep inside with a traceback)."""
     if not path.exists():
-        raise SpeechLLMError(f"{key}: no such {kind}: {path}")
+        link = broken_link(path)
+        raise SpeechLLMError(f"{key}: {path} {link}" if link else f"{key}: no such {kind}: {path}")
     if not _IS_KIND[kind](path):
         raise SpeechLLMError(f"{key}: {path} is not a {kind}")
     return path
