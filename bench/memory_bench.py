@@ -1,9 +1,14 @@
-"""Peak memory of train-encoder on a split and on one ``--scale`` times larger: is it flat in the split's size?
+"""Peak memory of train-encoder or of the ``paired`` align system on a split and on one ``--scale`` times larger:
+is it flat in the split's size?
 
-Each measurement is a fresh process running the real stage (``train_encoder.run``) on its own copy of the
-split, so nothing one run loaded is counted in another. The process reads its own high-water mark of
-resident memory (VmHWM) when training is handed the job (the end of the caching step: manifest, model,
-audio and the frozen front's outputs), then resets it (``/proc/self/clear_refs``) and reads it again after
+Each measurement is a fresh process running the real stage (``train_encoder.run`` or ``align.run``) on its own
+copy of the split, so nothing one run loaded is counted in another. ``--stage align`` trains the recipe's
+``paired`` system alone (real posteriors of the split's speech) with the experiment's trained encoder; its
+posteriors are encoded once per copy before the measured rounds, as the recipe's calibrate stage does.
+
+The process reads its own high-water mark of resident memory (VmHWM) when training is handed the job (the end
+of the caching step: manifest, model, audio and the frozen front's outputs; for align, the LLM and the training
+items), then resets it (``/proc/self/clear_refs``) and reads it again after
 the first ``--steps`` training steps (and the save of the model). The larger split repeats the cuts under
 new ids over the same audio, so it costs no disk and every utterance is computed again.
 
@@ -40,12 +45,12 @@ def _reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5", encoding="utf-8")
 
 
-def _child(recipe: str, exp: Path, sets: list[str]) -> dict[str, Any]:
-    """One train-encoder run in this process, with the peaks of its caching step and of its first steps."""
+def _child(stage: str, recipe: str, exp: Path, sets: list[str]) -> dict[str, Any]:
+    """One run of ``stage`` in this process, with the peaks of its caching step and of its first steps."""
     import torch
 
     from speechllm_cli.core import training
-    from speechllm_cli.stages import train_encoder
+    from speechllm_cli.stages import align, train_encoder
     from speechllm_cli.stages.recipe import load_recipe
     from speechllm_cli.stages.runner import Context
 
@@ -61,14 +66,16 @@ def _child(recipe: str, exp: Path, sets: list[str]) -> dict[str, Any]:
         return real_train(job, config, track)
 
     training.train = measured
-    train_encoder.run(Context(load_recipe(recipe, sets).config, exp))
+    {"train-encoder": train_encoder, "align": align}[stage].run(Context(load_recipe(recipe, sets).config, exp))
     marks["training_kb"] = _peak_kb()
     return marks
 
 
-def _copy_split(source: Path, work: Path, split: str, text_set: str, limit: int | None, scale: int) -> Path:
+def _copy_split(source: Path, work: Path, split: str, text_set: str, limit: int | None, scale: int,
+                encoder: bool) -> Path:
     """An experiment folder holding the first ``limit`` cuts of ``split`` repeated ``scale`` times (new ids, the
-    same audio named by absolute path), their transcripts and the tokenizer."""
+    same audio named by absolute path), their transcripts, the tokenizer and with ``encoder`` the trained
+    encoder."""
     from lhotse import CutSet
 
     exp = work / f"x{scale}"
@@ -85,18 +92,26 @@ def _copy_split(source: Path, work: Path, split: str, text_set: str, limit: int 
             if cut.id in rows:
                 handle.write(json.dumps({**rows[cut.id], "id": f"{cut.id}-x{k}"}) + "\n")
     shutil.copytree(source / "tokenizer", exp / "tokenizer")
+    if encoder:
+        (exp / "encoder").mkdir()
+        shutil.copytree(source / "encoder" / "model", exp / "encoder" / "model")
+        shutil.copy(source / "encoder" / "encoder.json", exp / "encoder" / "encoder.json")
     return exp
 
 
-def _measure(tree: Path, recipe: str, exp: Path, sets: list[str]) -> dict[str, Any]:
-    shutil.rmtree(exp / "encoder", ignore_errors=True)
+def _measure(tree: Path, stage: str, recipe: str, exp: Path, sets: list[str]) -> dict[str, Any]:
+    """A fresh process's peaks; what the stage wrote is removed (the align posteriors cache stays: it is the
+    split's, encoded once)."""
+    written = exp / ("encoder" if stage == "train-encoder" else "align")
+    shutil.rmtree(written, ignore_errors=True)
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", "--recipe", recipe, "--exp-dir", str(exp)]
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", "--stage", stage, "--recipe", recipe,
+               "--exp-dir", str(exp)]
     command += [arg for item in sets for arg in ("--set", item)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    shutil.rmtree(exp / "encoder", ignore_errors=True)
+    shutil.rmtree(written, ignore_errors=True)
     if result.returncode != 0:
-        sys.exit(f"{tree}: train-encoder failed on {exp}:\n{result.stderr[-3000:]}")
+        sys.exit(f"{tree}: {stage} failed on {exp}:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -114,6 +129,8 @@ def _summary(runs: list[dict[str, Any]], key: str) -> tuple[float, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stage", choices=["train-encoder", "align"], default="train-encoder",
+                        help="align: the recipe's paired system alone")
     parser.add_argument("--recipe", default=str(REPO / "recipes/mini/config.yaml"))
     parser.add_argument("--exp-dir", type=Path, help="an experiment with the split, its text set and tokenizer")
     parser.add_argument("--work", type=Path, default=Path("/tmp/membench"), help="scratch folder for the copies")
@@ -128,22 +145,33 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(_child(args.recipe, args.exp_dir, args.sets)))
+        print(json.dumps(_child(args.stage, args.recipe, args.exp_dir, args.sets)))
         return
     if args.exp_dir is None:
         parser.error("--exp-dir is required")
-    sets = [*args.sets, f"train_encoder.train.steps={args.steps}", f"train_encoder.train.checkpoint_every={args.steps}"]
+    section = "train_encoder" if args.stage == "train-encoder" else "align"
+    if args.stage == "align":
+        args.sets.append(f"align.systems={{paired: {{mode: paired, split: {args.split}, "
+                         f"text_sets: [{args.text_set}]}}}}")
+
+    def steps(count: int) -> list[str]:
+        return [*args.sets, f"{section}.train.steps={count}", f"{section}.train.checkpoint_every={count}"]
+
+    sets = steps(args.steps)
     args.work.mkdir(parents=True, exist_ok=True)
     scales = (1, args.scale)
-    exps = {scale: _copy_split(args.exp_dir.resolve(), args.work, args.split, args.text_set, args.limit, scale)
-            for scale in scales}
+    exps = {scale: _copy_split(args.exp_dir.resolve(), args.work, args.split, args.text_set, args.limit, scale,
+                               args.stage == "align") for scale in scales}
+    if args.stage == "align":
+        for exp in exps.values():
+            _measure(REPO, args.stage, args.recipe, exp, steps(1))
     trees = {"this tree": REPO, **({"baseline": args.baseline.resolve()} if args.baseline else {})}
     runs: dict[tuple[str, int], list[dict[str, Any]]] = {(name, scale): [] for name in trees for scale in scales}
     for round_ in range(args.rounds):
         for name, tree in trees.items():
             for scale in scales if round_ % 2 == 0 else scales[::-1]:
                 runs[name, scale].append(_measure(tree, args.recipe, exps[scale], sets))
-    print(f"train-encoder on {args.recipe} ({args.split}{f', first {args.limit}' if args.limit else ''} and "
+    print(f"{args.stage} on {args.recipe} ({args.split}{f', first {args.limit}' if args.limit else ''} and "
           f"x{args.scale}), {args.steps} training steps, one thread, peak RSS: median of {args.rounds} (range)")
     print(f"| code | what | 1x | {args.scale}x | {args.scale}x / 1x |")
     print("|---|---|---|---|---|")

@@ -34,10 +34,24 @@ Simulate = Callable[[list[list[int]], torch.Generator, float], tuple[torch.Tenso
 
 
 @dataclass(frozen=True)
+class StoredFrames:
+    """An utterance's encoder output [L, D] left on disk until its batch is collated: a training set of real
+    speech then holds its batches in memory, not its split (a 100 h split's posteriors are ~14 GB)."""
+
+    shape: tuple[int, ...]
+    read: Callable[[], torch.Tensor]
+
+
+def frames(source: torch.Tensor | StoredFrames) -> torch.Tensor:
+    return source.read() if isinstance(source, StoredFrames) else source
+
+
+@dataclass(frozen=True)
 class Example:
     kind: Kind
     source: Any
-    """text: LLM token ids; cps: CTC unit ids; speech: a tensor [L, V] of posteriors or [L, H] of hidden states."""
+    """text: LLM token ids; cps: CTC unit ids; speech: [L, V] posteriors or [L, H] hidden states, in memory or
+    :class:`StoredFrames`."""
     target: list[int]
     """LLM token ids to predict (empty when generating)."""
     prompt: Prompt | None = None
@@ -63,7 +77,7 @@ def collate_fn(simulate: Simulate) -> Callable[[list[Example], torch.Generator, 
     """Simulated posteriors come from the step's own generator, so a resumed run draws the same ones."""
 
     def collate(examples: list[Example], generator: torch.Generator, progress: float) -> Batch:
-        posteriors = {i: e.source.float() for i, e in enumerate(examples) if e.kind == "speech"}
+        posteriors = {i: frames(e.source).float() for i, e in enumerate(examples) if e.kind == "speech"}
         simulated = [i for i, e in enumerate(examples) if e.kind == "cps"]
         if simulated:
             padded, lengths = simulate([examples[i].source for i in simulated], generator, progress)

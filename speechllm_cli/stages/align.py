@@ -157,9 +157,10 @@ def _paired_items(context: Context, system: AlignSystemConfig, config: AlignConf
     posteriors = split_posteriors(context, encoder, system.split, context.config.model.lsd)
     items, left_out = [], 0
     for row in load_text_set(context, system.text_sets[0]):
-        entry, target = posteriors.get(row["id"]), target_ids(tokenizer, row["target"])
-        if entry is not None and entry.lsd.shape[0] > 0 and len(target) <= config.max_target_tokens:
-            items.append(Example("speech", entry.lsd, target))
+        entry = posteriors.stored(row["id"]) if row["id"] in posteriors else None
+        target = target_ids(tokenizer, row["target"])
+        if entry is not None and entry.shape[0] > 0 and len(target) <= config.max_target_tokens:
+            items.append(Example("speech", entry, target))
         else:
             left_out += 1
     return items, left_out

@@ -150,9 +150,9 @@ def _split_speech(student: Student) -> Content:
                                   student.context.config.model.lsd)
     rows, kept = _rows(student), []
     for row in rows:
-        entry = posteriors.get(row["id"])
-        if entry is not None and entry.lsd.shape[0] > 0:
-            kept.append({**row, "lsd": entry.lsd})
+        entry = posteriors.stored(row["id"]) if row["id"] in posteriors else None
+        if entry is not None and entry.shape[0] > 0:
+            kept.append({**row, "lsd": entry})
     missing = len(rows) - len(kept)
     return Content(kept, {"no_speech": missing} if missing else {})
 

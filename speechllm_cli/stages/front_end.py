@@ -17,6 +17,7 @@ import shutil
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     import torch
 
     from speechllm_cli.core.encoders import CTCEncoder
+    from speechllm_cli.core.feeds import StoredFrames
 
 PART_SIZE = 256
 INDEX = "index.json"
@@ -96,6 +98,13 @@ class CachedPosteriors(Mapping[str, Encoded]):
         handle = self._parts[part]
         return Encoded(handle.get_tensor(f"lsd/{uid}"), handle.get_tensor(f"hidden/{uid}"), **fields)
 
+    def stored(self, uid: str, field: str = "lsd") -> StoredFrames:
+        """An utterance's ``field`` left on disk: its shape from the part's header, its values read on use."""
+        from speechllm_cli.core.feeds import StoredFrames
+
+        handle, name = self._parts[self._fields[uid][0]], f"{field}/{uid}"
+        return StoredFrames(tuple(handle.get_slice(name).get_shape()), partial(handle.get_tensor, name))
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._fields)
 
@@ -138,7 +147,7 @@ def _open(folder: Path) -> CachedPosteriors | None:
         return None
 
 
-def split_posteriors(context: Context, encoder: CTCEncoder, split: str, lsd: LSDConfig) -> Mapping[str, Encoded]:
+def split_posteriors(context: Context, encoder: CTCEncoder, split: str, lsd: LSDConfig) -> CachedPosteriors:
     """The front end's output for every utterance of a prepared split, by utterance id."""
     from speechllm_cli.data.cut_audio import CutAudio
 
@@ -179,7 +188,7 @@ class SpeechFrontEnd:
             self._encoder = load_trained_encoder(self.context)
         return self._encoder
 
-    def split(self, split: str) -> Mapping[str, Encoded]:
+    def split(self, split: str) -> CachedPosteriors:
         return split_posteriors(self.context, self.encoder, split, self.lsd)
 
     def audio(self, audio: AudioSource, description: str) -> list[Encoded]:

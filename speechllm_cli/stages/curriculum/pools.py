@@ -55,15 +55,16 @@ class Pools:
                     if (units := front.encoder.row_units(row))]
         speech_rows, speech_targets = load(spec.speech)
         posteriors = front.split(split_of(context, spec.speech, f"{key}.speech"))
-        self.speech_pool = {row["id"]: Example("speech", posteriors[row["id"]].lsd, speech_targets[row["id"]])
-                            for row in speech_rows if row["id"] in posteriors and posteriors[row["id"]].lsd.shape[0]}
+        stored = {row["id"]: posteriors.stored(row["id"]) for row in speech_rows if row["id"] in posteriors}
+        self.speech_pool = {uid: Example("speech", frames, speech_targets[uid]) for uid, frames in stored.items()
+                            if frames.shape[0]}
         self.without_speech = len(speech_rows) - len(self.speech_pool)
         """Utterances of the speech set with no posteriors or an empty LSD sequence: counted, not sampled."""
         self.target_speech: list[Example] = []
         if spec.target_speech:
             own = front.split(split_of(context, spec.text, f"{key}.text"))
             chosen = [i for i in ranked(list(targets), self.seed) if i in own][:spec.target_speech]
-            self.target_speech = [Example("speech", own[i].lsd, targets[i]) for i in chosen]
+            self.target_speech = [Example("speech", own.stored(i), targets[i]) for i in chosen]
 
     def speech(self, budget: float) -> tuple[list[Example], list[str]]:
         """Speech examples under ``budget`` (plus the target-language ones) and the ids the budget kept."""
