@@ -933,6 +933,19 @@ def test_a_users_file_decodes_as_the_split_decoder_decodes_it(tiny) -> None:
         file.name: hyps[cut.id] for file, cut in zip(files, chosen, strict=True)}
 
 
+def test_a_positions_budget_decodes_the_same_hypotheses_in_other_batches(tiny, tmp_path: Path) -> None:
+    """Issue 24, finding 8: decode.max_positions batches by size (here every utterance alone); the hypotheses do
+    not depend on the batches."""
+    exp, _ = tiny
+    copy = _copy_prepared(exp, tmp_path / "exp")
+    shutil.copytree(exp / "align/tasu", copy / "align/tasu")
+    result = _speechllm("decode", "--recipe", "tiny", "--exp-dir", copy, "--system", "tasu", "--set",
+                        "decode.splits=[test_indomain]", "--set", "decode.tasks={}", "--set", "decode.max_positions=1")
+    assert result.returncode == 0, result.stderr
+    written = "decode/tasu/test_indomain/hyps.jsonl"
+    assert (copy / written).read_text() == (exp / written).read_text()
+
+
 def test_ctc_decoding_depends_on_neither_lsd_nor_generation(tiny, tmp_path: Path) -> None:
     exp, _ = tiny
     copy = _copy_prepared(exp, tmp_path / "exp")

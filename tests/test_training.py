@@ -274,6 +274,23 @@ def test_batches_cover_every_item_once_per_epoch_and_group_lengths() -> None:
     assert spread < 10 * 6 / 2
 
 
+def test_a_positions_budget_gives_short_items_large_batches_and_long_items_small_ones() -> None:
+    """Issue 24, finding 8: batches by size, not count. Every item once per epoch; no batch over the budget in
+    padded positions (but an item longer than the budget alone); the count cap still holds."""
+    lengths = [5 + (i * 37) % 200 for i in range(300)] + [900]
+    config = TrainConfig(batch_size=32, sort_window=4, max_positions=800)
+    batches = epoch_batches(lengths, config, epoch=0)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert all(len(b) <= 32 for b in batches)
+    assert all(len(b) * max(lengths[i] for i in b) <= 800 for b in batches if len(b) > 1)
+    assert [b for b in batches if max(lengths[i] for i in b) > 800] == [[300]]
+    short = sorted(len(b) for b in batches if max(lengths[i] for i in b) <= 40)
+    long = [len(b) for b in batches if min(lengths[i] for i in b) > 160]
+    assert short[len(short) // 2] >= 20 and max(long) <= 5, "short items go many to a batch, long ones few"
+    assert batches == epoch_batches(lengths, config, epoch=0), "a resumed run replays the same plan"
+    assert epoch_batches(lengths, TrainConfig(batch_size=32, sort_window=4), epoch=0) != batches
+
+
 def test_collate_sees_the_training_progress_of_each_step(tmp_path: Path) -> None:
     """Schedules over training (the calibrated simulation's error level) read step / steps from the loop,
     also after a resume."""

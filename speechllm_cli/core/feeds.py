@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 
 from speechllm_cli.common import device
-from speechllm_cli.common.batching import length_batches
+from speechllm_cli.common.batching import Batching
 from speechllm_cli.core.configs import CPSConfig, GenerationConfig
 from speechllm_cli.core.posteriors import simulate_posteriors
 from speechllm_cli.core.speech_llm import Prompt, SpeechLLM
@@ -113,13 +113,13 @@ def loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
 
 
 def generate_texts(model: SpeechLLM, tokenizer: Any, examples: Sequence[Example], vocab_size: int,
-                   batch_size: int, generation: GenerationConfig, track: Track, description: str) -> list[str]:
+                   batching: Batching, generation: GenerationConfig, track: Track, description: str) -> list[str]:
     """Hypotheses in input order, decoded in batches of similar length (left-padded inside a batch).
 
     CPS inputs are drawn from a fixed generator, so decoding simulated input is reproducible."""
     device.announce()
     collate = collate_fn(tasu_cps(vocab_size, CPSConfig()))
-    batches = length_batches([len(e) for e in examples], batch_size)
+    batches = batching.batches([len(e) for e in examples])
     texts = [""] * len(examples)
     with torch.no_grad():
         for indices in track(batches, len(batches), description):

@@ -28,6 +28,10 @@ class TrainConfig(StrictModel):
     seed: int = 0
     checkpoint_every: PositiveInt = 50
     log_every: PositiveInt = 10
+    max_positions: PositiveInt | None = None
+    """A budget per micro-batch besides ``batch_size``: items x the longest item's input positions (frames,
+    posteriors or tokens: what the stage trains on). Short items then go in large batches and long ones in
+    small, keeping memory flat; unset: ``batch_size`` items whatever their length."""
     sort_window: PositiveInt = 50
     """Items are sorted by length inside windows of this many batches, so batches pad little."""
     validate_every: NonNegativeInt = 0

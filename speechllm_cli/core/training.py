@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 
 from speechllm_cli.common import device, distributed
+from speechllm_cli.common.batching import budget_chunks
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import atomic_dir, write_json
 from speechllm_cli.core.train_config import TrainConfig
@@ -101,7 +102,7 @@ def epoch_batches(lengths: Sequence[int], config: TrainConfig, epoch: int) -> li
     batches = []
     for start in range(0, len(order), window):
         chunk = sorted(order[start:start + window], key=lambda i: lengths[i])
-        batches += [chunk[i:i + config.batch_size] for i in range(0, len(chunk), config.batch_size)]
+        batches += budget_chunks(chunk, lengths, config.batch_size, config.max_positions)
     rng.shuffle(batches)
     return batches
 

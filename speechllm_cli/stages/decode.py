@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import PositiveInt, model_validator
 
+from speechllm_cli.common.batching import Batching
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import write_json, write_jsonl
@@ -73,7 +74,14 @@ class DecodeConfig(StrictModel):
     """Off-the-shelf Whisper models decoded as systems of their own, by system name."""
     splits: list[Name]
     batch_size: PositiveInt = 16
+    max_positions: PositiveInt | None = None
+    """Speech LLMs and cascades: a batch also holds at most this many padded input positions (items x the
+    longest input), so long utterances decode in smaller batches; unset: ``batch_size`` items."""
     generation: GenerationConfig = GenerationConfig()
+
+    @property
+    def batching(self) -> Batching:
+        return Batching(self.batch_size, self.max_positions)
 
     @model_validator(mode="after")
     def _not_empty(self) -> DecodeConfig:
@@ -182,13 +190,20 @@ def _unit_settings(context: Context, config: DecodeConfig, name: str) -> tuple[d
         return ({"cascade": cascade.transcripts, "reads": reads[0],
                  "llm": reader_llm(context, cascade.llm).model_dump(mode="json"),
                  "instruction": context.section("align").instruction,
-                 "generation": config.generation.model_dump(mode="json"), "batch_size": config.batch_size},
+                 "generation": config.generation.model_dump(mode="json"), "batch_size": config.batch_size,
+                 **_budget(config)},
                 reads[1])
     settings = {"model": system_model(context, name).model_dump(mode="json"),
                 "instruction": context.section("align").instruction,
-                "generation": config.generation.model_dump(mode="json"), "batch_size": config.batch_size}
+                "generation": config.generation.model_dump(mode="json"), "batch_size": config.batch_size,
+                **_budget(config)}
     trained = system_dir(context, name)
     return settings, [encoder_dir(context), trained / "projector", trained / "lora"]
+
+
+def _budget(config: DecodeConfig) -> dict[str, int]:
+    """In a unit's settings only when set, so that the keys of decodes made without a budget stay as they were."""
+    return {"max_positions": config.max_positions} if config.max_positions is not None else {}
 
 
 def decoded_splits(context: Context, config: DecodeConfig, name: str) -> list[tuple[str, TaskConfig | None]]:

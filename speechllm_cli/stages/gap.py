@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import PositiveInt
 
+from speechllm_cli.common.batching import Batching
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.names import Name, SystemName
@@ -111,7 +112,8 @@ def _answers(context: Context, model: SpeechLLM, tokenizer: Any, encoder: CTCEnc
              generation: GenerationConfig, batch_size: int, what: str) -> list[str]:
     from speechllm_cli.core.feeds import generate_texts
 
-    return generate_texts(model, tokenizer, examples, encoder.vocab_size, batch_size, generation, context.track, what)
+    return generate_texts(model, tokenizer, examples, encoder.vocab_size, Batching(batch_size), generation,
+                          context.track, what)
 
 
 def _spoken_rows(context: Context, encoder: CTCEncoder, split: str, text_set: str, limit: int,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from speechllm_cli.common import distributed
+from speechllm_cli.common.batching import Batching
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.core.configs import GenerationConfig, LLMConfig, LMSearchConfig, WhisperASRConfig
 from speechllm_cli.data.audio_source import AudioSource, Subset
@@ -128,10 +129,10 @@ class SpeechLLMSystem:
     reads_front_end = True
 
     def __init__(self, model: SpeechLLM, tokenizer: Any, vocab_size: int, generation: GenerationConfig,
-                 batch_size: int, track: Track, prompt: Callable[[str], Prompt], feature: str = "lsd") -> None:
+                 batching: Batching, track: Track, prompt: Callable[[str], Prompt], feature: str = "lsd") -> None:
         """``prompt`` builds the chat prompt of an instruction (the model was trained with one of them)."""
         self.model, self.tokenizer, self.vocab_size = model, tokenizer, vocab_size
-        self.generation, self.batch_size, self.track, self.feature = generation, batch_size, track, feature
+        self.generation, self.batching, self.track, self.feature = generation, batching, track, feature
         self.prompt = prompt
 
     def transcribe(self, utterances: Utterances, description: str, instruction: str | None = None) -> list[str]:
@@ -146,7 +147,7 @@ class SpeechLLMSystem:
         from speechllm_cli.core.feeds import generate_texts
 
         with self.model.prompted(self.prompt(instruction) if instruction is not None else None):
-            return generate_texts(self.model, self.tokenizer, examples, self.vocab_size, self.batch_size,
+            return generate_texts(self.model, self.tokenizer, examples, self.vocab_size, self.batching,
                                   self.generation, self.track, description)
 
     def read(self, texts: Sequence[str], description: str, instruction: str | None = None) -> list[str]:
@@ -213,10 +214,10 @@ def transcribe_shared(system: System, utterances: Utterances, description: str,
 
 
 def speech_llm_system(context: Context, front: SpeechFrontEnd, name: str, generation: GenerationConfig,
-                      batch_size: int) -> SpeechLLMSystem:
+                      batching: Batching) -> SpeechLLMSystem:
     """An align system as trained; only a finished ``align`` unit counts."""
     model, tokenizer = load_trained(context, front.encoder, name)
-    return SpeechLLMSystem(model, tokenizer, front.encoder.vocab_size, generation, batch_size, context.track,
+    return SpeechLLMSystem(model, tokenizer, front.encoder.vocab_size, generation, batching, context.track,
                            lambda instruction: prompt_for(tokenizer, instruction, context.config.model),
                            interface_of(context, name).feature)
 
@@ -226,7 +227,7 @@ def reader_llm(context: Context, llm: str | None = None) -> LLMConfig:
     return context.config.model.llm if llm is None else context.config.model.llm.model_copy(update={"model": llm})
 
 
-def original_llm(context: Context, front: SpeechFrontEnd, generation: GenerationConfig, batch_size: int,
+def original_llm(context: Context, front: SpeechFrontEnd, generation: GenerationConfig, batching: Batching,
                  llm: str | None = None) -> SpeechLLMSystem:
     """The recipe's LLM (or ``llm``) as it ships (no adapter, no training), prompted like the speech LLMs: what
     reads a cascade's transcripts."""
@@ -236,7 +237,7 @@ def original_llm(context: Context, front: SpeechFrontEnd, generation: Generation
     untrained = model_config.model_copy(update={"llm": reader_llm(context, llm).model_copy(update={"lora": None})})
     instruction = context.section("align").instruction
     model, tokenizer = build_speech_llm(untrained, instruction, front.encoder)
-    return SpeechLLMSystem(model.eval(), tokenizer, front.encoder.vocab_size, generation, batch_size, context.track,
+    return SpeechLLMSystem(model.eval(), tokenizer, front.encoder.vocab_size, generation, batching, context.track,
                            lambda text: prompt_for(tokenizer, text, untrained))
 
 
@@ -244,7 +245,7 @@ def cascade_system(context: Context, config: DecodeConfig, front: SpeechFrontEnd
     cascade = config.cascades[name]
     transcriber = None if cascade.transcripts == REFERENCE else build_system(context, config, front,
                                                                             cascade.transcripts)
-    reader = original_llm(context, front, config.generation, config.batch_size, cascade.llm)
+    reader = original_llm(context, front, config.generation, config.batching, cascade.llm)
     return CascadeSystem(transcriber, reader, context.section("align").instruction)
 
 
@@ -253,7 +254,7 @@ SystemFactory = Callable[[Context, "DecodeConfig", SpeechFrontEnd, str], System]
 _FACTORIES: dict[str, SystemFactory] = {
     "ctc": lambda context, config, front, name: CTCSystem(front),
     "speech-llm": lambda context, config, front, name: speech_llm_system(context, front, name, config.generation,
-                                                                         config.batch_size),
+                                                                         config.batching),
     "search": lambda context, config, front, name: LMSearchSystem(front, config.searches[name]),
     "peer": lambda context, config, front, name: PeerSystem(config.peers[name], config.batch_size, context.track),
     "cascade": cascade_system,

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from speechllm_cli.common.batching import Batching
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import write_json, write_jsonl
 from speechllm_cli.stages.curriculum.config import Cell, CurriculumConfig
@@ -104,7 +105,7 @@ class Runner:
 
         model, tokenizer = self._model(plan.folder)
         return SpeechLLMSystem(model.eval(), tokenizer, self.front.encoder.vocab_size, self.config.generation,
-                               self.config.decode_batch_size, self.context.track,
+                               Batching(self.config.decode_batch_size), self.context.track,
                                lambda instruction: prompt_for(tokenizer, instruction, self.context.config.model))
 
     def evaluate(self, cell: Cell, plan: PhasePlan, out: Path) -> dict[str, Any]:
