@@ -170,7 +170,7 @@ def main() -> None:
     for round_ in range(args.rounds):
         for name, tree in trees.items():
             for scale in scales if round_ % 2 == 0 else scales[::-1]:
-                runs[name, scale].append(_measure(tree, args.recipe, exps[scale], sets))
+                runs[name, scale].append(_measure(tree, args.stage, args.recipe, exps[scale], sets))
     print(f"{args.stage} on {args.recipe} ({args.split}{f', first {args.limit}' if args.limit else ''} and "
           f"x{args.scale}), {args.steps} training steps, one thread, peak RSS: median of {args.rounds} (range)")
     print(f"| code | what | 1x | {args.scale}x | {args.scale}x / 1x |")
