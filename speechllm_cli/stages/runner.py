@@ -213,12 +213,21 @@ def _run_locked(context: Context, unit: Unit) -> Outcome:
             stats = unit.run()
     except BaseException:
         _tidy_failed(unit.out_dir, created)
+        _restore_untouched(context, unit, marker)
         raise
     write_text(unit.out_dir / "config.yaml", dump(context.config))
     write_json(unit.out_dir / MARKER, {"key": key, "stats": stats, "seconds": round(time.time() - started, 2),
                                        "outputs": output_digests(unit, context.exp_dir)})
     (unit.out_dir / IN_PROGRESS).unlink(missing_ok=True)
     return Outcome(unit, stats, reused=False)
+
+
+def _restore_untouched(context: Context, unit: Unit, marker: dict[str, Any] | None) -> None:
+    """A run that failed before changing any output (a config error found at its start, a missing input) leaves
+    the finished work it found finished: its outputs are still as its marker recorded them."""
+    recorded = (marker or {}).get("outputs") or {}
+    if marker is not None and any(d != "missing" for d in recorded.values()) and _outputs_kept(context, unit, marker):
+        write_json(unit.out_dir / MARKER, marker)
 
 
 def _first_missing(out_dir: Path, root: Path) -> Path | None:
