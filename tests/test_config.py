@@ -127,3 +127,22 @@ def test_the_model_section_is_shared_and_validated_without_torch(tmp_path: Path)
 def test_decode_and_task_settings_that_cannot_work_are_refused(override: str, message: str) -> None:
     with pytest.raises(SpeechLLMError, match=message):
         load_recipe("mini", [override])
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("train_encoder.model.bogus=1", "train_encoder.model: bogus: unknown key"),
+    ("train_encoder.model.head.layers=true", "train_encoder.model: head.layers: a number, not true"),
+    ("train_encoder.encoder=nope", "train_encoder.encoder: unknown encoder 'nope' (known: conformer-ctc, hf-ctc, "
+                                   "whisper-ctc)"),
+], ids=["unknown key", "boolean layers", "unknown encoder"])
+def test_the_encoder_settings_are_checked_with_the_recipe_naming_file_and_key(cli, setting: str,
+                                                                              message: str) -> None:
+    """Issue 25: ``train_encoder.model`` is typed by its encoder (core.configs.ENCODER_CONFIGS, torch-free), so
+    a mistake is found as the recipe loads, not when the stage builds the encoder."""
+    from speechllm_cli.core.configs import ENCODER_CONFIGS
+    from speechllm_cli.core.encoders import ENCODERS
+
+    assert {name: cls.config_class for name, cls in ENCODERS.items()} == ENCODER_CONFIGS
+    result = cli("train-encoder", "--recipe", "tiny", "--exp-dir", "exp", "--set", setting)
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith(f"recipes/tiny/config.yaml: {message}")

@@ -897,13 +897,15 @@ def test_outputs_of_a_unit_without_its_marker_are_not_read(tiny, tmp_path: Path)
 
 
 def test_a_run_that_fails_before_touching_its_outputs_leaves_the_finished_unit_finished(tiny, tmp_path: Path) -> None:
-    """A mistyped encoder setting is found when train-encoder starts; the trained encoder it found stays done
-    (it used to lose its marker and train again on the next run)."""
+    """An extra split that was never prepared is found when train-encoder starts; the trained encoder it found
+    stays done (it used to lose its marker and train again on the next run)."""
     exp, _ = tiny
     copy = _copy_prepared(exp, tmp_path / "exp")
     marker = (copy / "encoder/.done").read_bytes()
-    failed = _speechllm("train-encoder", "--recipe", "tiny", "--exp-dir", copy, "--set", "train_encoder.model.bogus=1")
-    assert failed.returncode == 1 and failed.stderr.strip() == "error: encoder whisper-ctc: bogus: unknown key"
+    failed = _speechllm("train-encoder", "--recipe", "tiny", "--exp-dir", copy, "--set",
+                        "train_encoder.extra_splits={more: train}")
+    assert failed.returncode == 1 and failed.stderr.strip().endswith(
+        "split 'more' is not prepared (run prepare-data first)"), failed.stderr
     assert (copy / "encoder/.done").read_bytes() == marker
     again = _speechllm("train-encoder", "--recipe", "tiny", "--exp-dir", copy)
     assert again.returncode == 0 and "up to date" in again.stdout, again.stdout

@@ -106,6 +106,16 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{key}: {message} (got {value!r})"
 
 
+def first_problem(model: type[BaseModel], data: Any) -> str | None:
+    """What is wrong with ``data`` as a ``model`` (the first problem, naming its key), or None."""
+    try:
+        model.model_validate(data)
+    except ValidationError as exc:
+        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+        return _describe(exc.errors()[0]) + more
+    return None
+
+
 def validate(model: type[ModelT], data: Any, source: str) -> ModelT:
     """Build ``model`` from ``data`` or raise a one-line error naming ``source`` and the key."""
     try:

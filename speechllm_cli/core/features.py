@@ -9,13 +9,11 @@ output for an utterance whether it is decoded alone or in a batch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated
 
 import torch
 import torchaudio
-from pydantic import Field, NonNegativeInt, PositiveInt
 
-from speechllm_cli.common.config import StrictModel
+from speechllm_cli.core.configs import SpecAugmentConfig
 
 SAMPLE_RATE = 16000
 WINDOW_MS = 25.0
@@ -70,17 +68,6 @@ def normalize(feats: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-5) -> 
     mean = (feats * mask).sum(dim=1, keepdim=True) / count
     var = (((feats - mean) * mask) ** 2).sum(dim=1, keepdim=True) / count
     return (feats - mean) / torch.sqrt(var + eps) * mask
-
-
-class SpecAugmentConfig(StrictModel):
-    freq_masks: NonNegativeInt = 2
-    freq_width: PositiveInt = 27
-    """Largest frequency mask, in mel bins."""
-    time_masks: NonNegativeInt = 2
-    time_width: PositiveInt = 40
-    """Largest time mask, in frames (10 ms each)."""
-    max_time_ratio: Annotated[float, Field(gt=0, le=1)] = 0.2
-    """A time mask never covers more than this share of its utterance, so short ones stay learnable."""
 
 
 def _band_masks(count: int, max_width: torch.Tensor, extent: torch.Tensor, size: int) -> torch.Tensor:

@@ -13,13 +13,14 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import PositiveFloat
+from pydantic import PositiveFloat, ValidationInfo, field_validator
 
 from speechllm_cli.common import device
-from speechllm_cli.common.config import StrictModel
+from speechllm_cli.common.config import StrictModel, first_problem
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import write_json
 from speechllm_cli.common.names import Name
+from speechllm_cli.core.configs import ENCODER_CONFIGS
 from speechllm_cli.core.train_config import TrainConfig
 from speechllm_cli.stages.inputs import (
     cuts_path,
@@ -75,6 +76,25 @@ class TrainEncoderConfig(StrictModel):
     max_seconds: PositiveFloat = 20.0
     """Longer utterances are left out of training (and counted)."""
     train: TrainConfig = TrainConfig(steps=600, batch_size=16, lr=2e-3, warmup_steps=60)
+
+    @field_validator("encoder")
+    @classmethod
+    def _known_encoder(cls, encoder: str) -> str:
+        if encoder not in ENCODER_CONFIGS:
+            raise ValueError(f"unknown encoder {encoder!r} (known: {', '.join(sorted(ENCODER_CONFIGS))})")
+        return encoder
+
+    @field_validator("model")
+    @classmethod
+    def _model_fits_its_encoder(cls, model: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Checked as the recipe loads, naming the file and key, rather than when the stage builds the encoder
+        (a pretrained ``source`` takes its own loading options instead)."""
+        config = ENCODER_CONFIGS.get(info.data.get("encoder", ""))
+        if info.data.get("source") is None and config is not None:
+            problem = first_problem(config, model)
+            if problem is not None:
+                raise ValueError(problem)
+        return model
 
     @property
     def pairs(self) -> dict[str, str]:

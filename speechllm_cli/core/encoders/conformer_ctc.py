@@ -17,42 +17,18 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Self
 
 import torch
-from pydantic import Field, PositiveInt, model_validator
 
-from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.io import atomic_dir
+from speechllm_cli.core.configs import ConformerCTCConfig
 from speechllm_cli.core.encoders.base import CTCEncoder, EncoderOutput
 from speechllm_cli.core.encoders.saved_folder import load_weights, read_config, write_model
 from speechllm_cli.core.encoders.sentencepiece_units import SentencePieceUnits
-from speechllm_cli.core.features import SpecAugment, SpecAugmentConfig, fbank, normalize, valid_mask
+from speechllm_cli.core.features import SpecAugment, fbank, normalize, valid_mask
 
 MODEL_TYPE = "conformer-ctc"
-
-
-class ConformerCTCConfig(StrictModel):
-    vocab_size: PositiveInt | None = None
-    """Output units, blank included; None takes the size of the tokenizer given at build time."""
-    n_mels: PositiveInt = 80
-    d_model: PositiveInt = 144
-    layers: PositiveInt = 4
-    heads: PositiveInt = 4
-    ff_dim: PositiveInt = 576
-    conv_kernel: PositiveInt = 15
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    spec_augment: SpecAugmentConfig = SpecAugmentConfig()
-
-    @model_validator(mode="after")
-    def _shapes_fit(self) -> Self:
-        if self.d_model % self.heads:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
-        if self.conv_kernel % 2 == 0:
-            raise ValueError(f"conv_kernel must be odd to keep frames centred (got {self.conv_kernel})")
-        if self.n_mels < 7:
-            raise ValueError(f"n_mels must be at least 7 for the 4x subsampling (got {self.n_mels})")
-        return self
 
 
 def _halve(lengths: torch.Tensor) -> torch.Tensor:

