@@ -17,8 +17,9 @@ class TrainConfig(StrictModel):
     grad_accum items: more processes see more items per step, not the same items split."""
     grad_accum: PositiveInt = 1
     """Micro-batches each process adds up before a step."""
-    lr: Annotated[float, Field(gt=0, le=10)] = 1e-3
-    """Above 10 no optimizer here converges, and near float32's range the update itself overflows."""
+    lr: Annotated[float, Field(gt=0, le=1e30)] = 1e-3
+    """Bounded where float32 arithmetic still holds: at 3e38 the scheduler's update overflowed (a crash), where
+    a merely too large rate stops training with a non-finite loss and keeps the last good checkpoint."""
     betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
     warmup_steps: NonNegativeInt = 100
