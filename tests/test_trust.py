@@ -228,7 +228,7 @@ def test_a_full_disk_names_the_output_and_leaves_nothing_taken_as_done(tmp_path:
 
 @pytest.mark.parametrize(("args", "code", "message"), [
     (("align", "--set", "align.train.lr=3e38"), 1,
-     "align.train.lr: Input should be less than or equal to 1e+30 (got '3e38')"),
+     "align.train.lr: at most 1e+30 (float32 arithmetic overflows beyond)"),
     (("decode", "--set", "decode.batch_size=true"), 1, "decode.batch_size: a number, not true"),
     (("run", "--num-processes", "0"), 2, "--num-processes: at least 1 process (got 0)"),
     (("run", "--stage", "9"), 2, "--stage 9 --stop-stage 8: the stages are 1-8, the first not after the last"),

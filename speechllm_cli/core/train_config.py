@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from speechllm_cli.common.config import StrictModel
+
+MAX_LR = 1e30
 
 
 class TrainConfig(StrictModel):
@@ -17,7 +19,7 @@ class TrainConfig(StrictModel):
     grad_accum items: more processes see more items per step, not the same items split."""
     grad_accum: PositiveInt = 1
     """Micro-batches each process adds up before a step."""
-    lr: Annotated[float, Field(gt=0, le=1e30)] = 1e-3
+    lr: PositiveFloat = 1e-3
     """Bounded where float32 arithmetic still holds: at 3e38 the scheduler's update overflowed (a crash), where
     a merely too large rate stops training with a non-finite loss and keeps the last good checkpoint."""
     betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
@@ -40,6 +42,13 @@ class TrainConfig(StrictModel):
     and the trained weights with the lowest one so far are kept in ``checkpoint/best``. 0: no validation."""
     validation_items: NonNegativeInt = 0
     """How many items validation holds out of training (a seeded draw, the same on every rerun)."""
+
+    @field_validator("lr")
+    @classmethod
+    def _lr_in_float32(cls, lr: float) -> float:
+        if lr > MAX_LR:
+            raise ValueError(f"at most {MAX_LR:g} (float32 arithmetic overflows beyond)")
+        return lr
 
     @model_validator(mode="after")
     def _validation_needs_items(self) -> TrainConfig:
