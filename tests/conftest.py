@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -14,6 +16,21 @@ import soundfile
 
 REPO = Path(__file__).resolve().parent.parent
 SPEECHLLM = Path(sys.executable).parent / "speechllm"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Free disk where the suite writes, printed first even under ``-q``: a CI run that filled its disk failed as
+    dozens of unrelated errors."""
+    from speechllm_cli.common.cache import cache_root
+
+    places = {"temporary files": Path(tempfile.gettempdir()), "model cache": cache_root()}
+    free = []
+    for what, place in places.items():
+        existing = next(p for p in (place, *place.parents) if p.exists())
+        free.append(f"{what} {place}: {shutil.disk_usage(existing).free / 2**30:.1f} GiB free")
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("disk: " + "; ".join(free))
 
 
 def run_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
