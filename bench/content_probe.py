@@ -58,8 +58,8 @@ def main() -> None:
           "| asked the text (% right) |")
     print("| --- | ---: | ---: | ---: |")
     for name in args.systems:
-        system = (original_llm(context, front, decode.generation, decode.batch_size) if name == ORIGINAL
-                  else speech_llm_system(context, front, name, decode.generation, decode.batch_size))
+        system = (original_llm(context, front, decode.generation, decode.batching) if name == ORIGINAL
+                  else speech_llm_system(context, front, name, decode.generation, decode.batching))
         spoken = system.transcribe(utterances, f"{name}: speech", task.instruction)
         simulated = system.answer([Example("cps", front.encoder.row_units(row), []) for row in rows],
                                   f"{name}: simulated", task.instruction)

@@ -41,7 +41,7 @@ from speechllm_cli.stages.front_end import split_posteriors
 from speechllm_cli.stages.inputs import encoder_dir, load_cuts, load_trained_encoder
 from speechllm_cli.stages.recipe import load_recipe
 from speechllm_cli.stages.runner import Context
-from speechllm_cli.stages.speech_llm_io import load_trained
+from speechllm_cli.stages.speech_llm_io import load_trained, prompt_for
 from speechllm_cli.stages.systems import SpeechLLMSystem
 
 
@@ -136,8 +136,8 @@ def timed_texts(model: SpeechLLM, tokenizer: Any, lsd: list[torch.Tensor], confi
                 context: Context) -> tuple[list[str], float]:
     started = time.perf_counter()
     with torch.no_grad():
-        system = SpeechLLMSystem(model, tokenizer, lsd[0].shape[1], config.generation, config.batch_size,
-                                 context.track)
+        system = SpeechLLMSystem(model, tokenizer, lsd[0].shape[1], config.generation, config.batching,
+                                 context.track, lambda text: prompt_for(tokenizer, text, context.config.model))
         texts = system.answer([Example("speech", x, []) for x in lsd], "decoding")
     return texts, time.perf_counter() - started
 

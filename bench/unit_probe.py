@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     llm_tokens = sum(len(encode_text(tokenizer, row["text"])) for row in rows)
 
     def accuracy(model: SpeechLLM, examples: list[Example], vocab: int) -> float:
-        responses = generate_texts(model, tokenizer, examples, vocab, decode.batch_size, decode.generation,
+        responses = generate_texts(model, tokenizer, examples, vocab, decode.batching, decode.generation,
                                    lambda items, total, description: items, "probe")
         right = sum(contains_answer(a, normalize(r, norm)) for a, r in zip(answers, responses, strict=True))
         return 100 * right / len(rows)

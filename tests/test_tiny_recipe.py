@@ -192,6 +192,7 @@ def test_spoken_questions_are_asked_of_speech_llms_and_cascades_only(tiny) -> No
 
 
 def test_a_system_asked_two_instructions_builds_two_prompts(tiny) -> None:
+    from speechllm_cli.common.batching import Batching
     from speechllm_cli.stages.front_end import SpeechFrontEnd
     from speechllm_cli.stages.recipe import load_recipe
     from speechllm_cli.stages.runner import Context
@@ -200,7 +201,7 @@ def test_a_system_asked_two_instructions_builds_two_prompts(tiny) -> None:
     exp, _ = tiny
     context = Context(load_recipe("tiny", []).config, exp)
     front = SpeechFrontEnd(context)
-    system = speech_llm_system(context, front, "tasu", context.config.decode.generation, 4)
+    system = speech_llm_system(context, front, "tasu", context.config.decode.generation, Batching(4))
     trained, built = system.model.prompt, []
     factory = system.prompt
     system.prompt = lambda instruction: built.append(factory(instruction)) or built[-1]
@@ -215,6 +216,7 @@ def test_a_system_asked_two_instructions_builds_two_prompts(tiny) -> None:
 
 
 def test_the_cascade_is_the_original_llm_reading_the_ctc_transcript(tiny) -> None:
+    from speechllm_cli.common.batching import Batching
     from speechllm_cli.stages.front_end import SpeechFrontEnd
     from speechllm_cli.stages.recipe import load_recipe
     from speechllm_cli.stages.runner import Context
@@ -228,7 +230,7 @@ def test_the_cascade_is_the_original_llm_reading_the_ctc_transcript(tiny) -> Non
                          *clips)
     assert transcripts.returncode == 0 and cascade.returncode == 0, transcripts.stderr + cascade.stderr
     context = Context(load_recipe("tiny", []).config, exp)
-    reader = original_llm(context, SpeechFrontEnd(context), context.config.decode.generation, 8)
+    reader = original_llm(context, SpeechFrontEnd(context), context.config.decode.generation, Batching(8))
     expected = reader.read([line.split("\t", 1)[1] for line in transcripts.stdout.splitlines()], "reading", ask)
     assert [line.split("\t", 1)[1] for line in cascade.stdout.splitlines()] == expected
     refused = _speechllm("decode", "--recipe", "tiny", "--exp-dir", exp, "--system", "ctc", "--instruction", ask,
