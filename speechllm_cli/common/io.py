@@ -30,7 +30,7 @@ _UMASK = _current_umask()
 """Temporary files are created private; finished outputs get the permissions a plain open() would give."""
 
 
-def disk_full(error: BaseException) -> bool:
+def _disk_full(error: BaseException) -> bool:
     """Writers report a full disk in their own words (OSError 28, safetensors' and SQLite's messages)."""
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
@@ -43,7 +43,7 @@ def _space_named(target: Path) -> Iterator[None]:
     try:
         yield
     except Exception as error:
-        if disk_full(error):
+        if _disk_full(error):
             raise SpeechLLMError(f"{target}: no space left on device to write it "
                                  f"({shutil.disk_usage(target.parent).free // 1024} KiB free there)") from error
         raise

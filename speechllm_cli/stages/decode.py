@@ -112,13 +112,14 @@ def decode_dir(context: Context, system: str, split: str) -> Path:
 def _check_systems(context: Context, config: DecodeConfig, used: list[str]) -> None:
     """Every configured name must be known, but only the systems this command uses must be trained: asking one
     system about a file does not wait for the others."""
-    known = {CTC, *speech_llm_names(context), *config.peers, *config.searches}
+    trained = speech_llm_names(context)
+    known = {CTC, *trained, *config.peers, *config.searches}
     unknown = [s for s in config.systems if s not in known and s not in config.cascades]
     if unknown:
         raise SpeechLLMError(f"decode.systems: {unknown[0]!r} is neither 'ctc' nor an align or distill system "
                              "nor a search, cascade or peer")
     for name in used:
-        if name in speech_llm_names(context):
+        if name in trained:
             require_trained(context, name)
     for name, cascade in config.cascades.items():
         if cascade.transcripts != REFERENCE and cascade.transcripts not in known:
