@@ -342,6 +342,31 @@ def test_the_encoder_trains_on_extra_splits_beside_its_own(tiny, tmp_path: Path)
     assert done["key"] != json.loads((exp / "encoder/.done").read_text())["key"]
 
 
+def test_the_complete_whisper_is_an_encoder_with_nothing_to_train(tiny, tmp_path: Path) -> None:
+    """Issue 23: ``whisper-tokens`` (the packaged Whisper tiny.en's decoder posteriors over its word pieces) goes
+    through train-encoder, calibrate, align and decode as the CTC encoders do."""
+    exp, _ = tiny
+    copy = tmp_path / "exp"
+    for part in ("data", "text", "tokenizer"):
+        shutil.copytree(exp / part, copy / part)
+    settings = ("--recipe", "tiny", "--exp-dir", copy, "--set", "train_encoder.encoder=whisper-tokens",
+                "--set", "train_encoder.model={units: 500}", "--set", "calibrate.compare={}",
+                "--set", "calibrate.text_branch=null")
+    for command in (("train-encoder",), ("calibrate",), ("align", "--system", "calibrated"),
+                    ("decode", "--system", "ctc", "--system", "calibrated", "--set", "decode.splits=[test_newvoice]",
+                     "--set", "decode.tasks={}")):
+        result = _speechllm(*command, *settings)
+        assert result.returncode == 0, result.stderr
+    assert json.loads((copy / "encoder/encoder.json").read_text()) == {"encoder": "whisper-tokens"}
+    assert not (copy / "encoder/checkpoint").exists() and (copy / "encoder/model/whisper/config.json").is_file()
+    calibration = json.loads((copy / "encoder/calibration/model/calibration.json").read_text())
+    assert calibration["vocab_size"] == 501 and calibration["rates"]["correct"] > 0.1
+    rows = {system: [json.loads(line) for line in (copy / f"decode/{system}/test_newvoice/hyps.jsonl").open()]
+            for system in ("ctc", "calibrated")}
+    assert len(rows["ctc"]) == len(rows["calibrated"]) == 6
+    assert sum(len(row["hyp"].split()) >= 3 for row in rows["ctc"]) >= 4, "Whisper's own transcript, word by word"
+
+
 def test_decode_transcribes_audio_files_given_on_the_command_line(tiny, tmp_path: Path) -> None:
     exp, _ = tiny
     clips = sorted((exp / "data/audio/test_newvoice").glob("*.flac"))[:2]

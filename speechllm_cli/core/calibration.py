@@ -26,6 +26,7 @@ encoder, above 1 a worse one. A difficulty curriculum is a schedule over it.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,7 +147,8 @@ class Calibration:
     events: torch.Tensor
     """[V, 4] counts per reference unit of correct, substitution, soft, deletion."""
     confusion: torch.Tensor
-    """[V, V] counts of reference unit -> argmax of the frame that stood for it (column blank = soft)."""
+    """[V, V] sparse counts of reference unit -> argmax of the frame that stood for it (column blank = soft):
+    sparse, since an inventory of word pieces (``whisper-tokens``: 16,000 units) would need gigabytes dense."""
     insertions: int
     gaps: int
     """Places an insertion could go: units plus one per utterance."""
@@ -174,7 +176,7 @@ def measure(frames: Sequence[torch.Tensor], references: Sequence[Sequence[int]],
     if len(frames) != len(references):
         raise ValueError(f"{len(frames)} frame sequences for {len(references)} references")
     events = torch.zeros(vocab_size, 4, dtype=torch.long)
-    confusion = torch.zeros(vocab_size, vocab_size, dtype=torch.long)
+    confusion: Counter[tuple[int, int]] = Counter()
     k = min(top_k, vocab_size)
     top_ids, top_probs, kinds, units, sides = [], [], [], [], []
     insertions = gaps = 0
@@ -207,7 +209,14 @@ def measure(frames: Sequence[torch.Tensor], references: Sequence[Sequence[int]],
                 events[unit, DELETION] += 1
         gaps += len(reference) + 1
     templates = _templates(top_ids, top_probs, kinds, units, sides, k, max_templates, seed)
-    return Calibration(vocab_size, blank_id, events, confusion, insertions, gaps, len(frames), templates)
+    return Calibration(vocab_size, blank_id, events, _sparse(confusion, vocab_size), insertions, gaps, len(frames),
+                       templates)
+
+
+def _sparse(counts: Counter[tuple[int, int]], vocab_size: int) -> torch.Tensor:
+    indices = torch.tensor(sorted(counts), dtype=torch.long).reshape(-1, 2).T
+    values = torch.tensor([counts[key] for key in sorted(counts)], dtype=torch.long)
+    return torch.sparse_coo_tensor(indices, values, (vocab_size, vocab_size), check_invariants=True).coalesce()
 
 
 def _templates(top_ids: list[torch.Tensor], top_probs: list[torch.Tensor], kinds: list[int], units: list[int],
@@ -231,7 +240,9 @@ def save_calibration(calibration: Calibration, folder: Path) -> None:
                 "insertions": calibration.insertions, "gaps": calibration.gaps,
                 "utterances": calibration.utterances, "templates": len(t), "rates": calibration.rates()}
         (tmp / "calibration.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        save_file({"events": calibration.events, "confusion": calibration.confusion, "template_ids": t.ids,
+        confusion = calibration.confusion.coalesce()
+        save_file({"events": calibration.events, "confusion_indices": confusion.indices().contiguous(),
+                   "confusion_counts": confusion.values().contiguous(), "template_ids": t.ids,
                    "template_probs": t.probs.half(), "template_kind": t.kind, "template_unit": t.unit,
                    "template_side": t.side}, str(tmp / "calibration.safetensors"))
 
@@ -242,11 +253,15 @@ def load_calibration(folder: Path) -> Calibration:
     try:
         templates = Templates(tensors["template_ids"], tensors["template_probs"].float(), tensors["template_kind"],
                               tensors["template_unit"], tensors["template_side"])
-        return Calibration(int(meta["vocab_size"]), int(meta["blank_id"]), tensors["events"], tensors["confusion"],
+        vocab_size = int(meta["vocab_size"])
+        confusion = (tensors["confusion"].to_sparse() if "confusion" in tensors else  # written before 2026-12-07
+                     torch.sparse_coo_tensor(tensors["confusion_indices"], tensors["confusion_counts"],
+                                             (vocab_size, vocab_size), check_invariants=True).coalesce())
+        return Calibration(vocab_size, int(meta["blank_id"]), tensors["events"], confusion,
                            int(meta["insertions"]), int(meta["gaps"]), int(meta["utterances"]), templates)
     except KeyError as error:
         raise SpeechLLMError(f"{folder}: damaged calibration, {error.args[0]!r} is missing") from error
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, RuntimeError) as error:
         raise SpeechLLMError(f"{folder / 'calibration.json'}: damaged calibration ({error})") from error
 
 

@@ -270,10 +270,23 @@ class HFCTCConfig(StrictModel):
     False batches them anyway (faster, outputs depend slightly on the padding)."""
 
 
+class WhisperTokensConfig(StrictModel):
+    whisper: str = "whisper-tiny.en"
+    """A built-in alias (whisper-tiny.en, whisper-base), a Hugging Face Whisper folder or a hub id."""
+    units: PositiveInt = 16000
+    """Distinct lowercased word pieces of Whisper's vocabulary, most frequent first: the posteriors' width
+    (plus the blank). 4,000 leaves common words ("opposite", country names) spelt in fragments."""
+    language: str | None = None
+    """The decoder's language token, required by a multilingual model (en for the mini recipe)."""
+    max_tokens: PositiveInt = 96
+    """Decoding stops after this many pieces."""
+
+
 ENCODER_CONFIGS: dict[str, type[StrictModel]] = {
     "conformer-ctc": ConformerCTCConfig,
     "hf-ctc": HFCTCConfig,
     "whisper-ctc": WhisperCTCConfig,
+    "whisper-tokens": WhisperTokensConfig,
 }
 """Each entry of ``core.encoders.ENCODERS`` with its ``config_class``, here so that a recipe is checked
 without importing torch (a test holds the two registries equal)."""

@@ -61,7 +61,8 @@ log = logging.getLogger(__name__)
 class TrainEncoderConfig(StrictModel):
     encoder: str = "conformer-ctc"
     """Registry name: whisper-ctc (pretrained Whisper + CTC head trained here), conformer-ctc (trained here
-    from scratch) or hf-ctc (any Hugging Face CTC model, used as it is with ``source``)."""
+    from scratch), hf-ctc (any Hugging Face CTC model, used as it is with ``source``) or whisper-tokens (the
+    complete Whisper's decoder posteriors over its word pieces; nothing trains, it is saved as built)."""
     source: str | None = None
     """A pretrained encoder (folder or hub id) to use as it is; then nothing is trained."""
     model: dict[str, Any] = {}
@@ -278,6 +279,10 @@ def _train(context: Context, config: TrainEncoderConfig) -> dict[str, Any]:
     cuts, targets = _prepared(context, config)
     seed_everything(config.train.seed)
     encoder = build_encoder(config.encoder, config.model, tokenizer=_tokenizer_path(context))
+    if not encoder.trainable_parameters():
+        encoder.save(out)
+        write_json(encoder_name_path(context), {"encoder": config.encoder})
+        return {"imported": f"{config.encoder} (nothing to train)"}
     encoder.to(device.torch_device())  # the front-state cache is made before the training loop places the model
     audio, items, counts = _examples(config, encoder, cuts, targets)
     if not items:

@@ -2,7 +2,8 @@
 
 ``conformer-ctc`` is the project's own small model (trained here from scratch); ``whisper-ctc`` a
 pretrained Whisper encoder with a CTC head trained here; ``hf-ctc`` wraps any Hugging Face
-``AutoModelForCTC`` checkpoint as it is. All meet
+``AutoModelForCTC`` checkpoint as it is; ``whisper-tokens`` the complete frozen Whisper, its decoder's
+posteriors over its own word pieces (nothing trained). All meet
 :class:`CTCEncoder`: padded 16 kHz waveforms in, CTC log-posteriors with blank 0 out. A new encoder
 is one more entry in :data:`ENCODERS`.
 """
@@ -19,16 +20,18 @@ from speechllm_cli.core.encoders.base import BLANK_ID, CTCEncoder, EncoderOutput
 from speechllm_cli.core.encoders.conformer_ctc import ConformerCTC, ConformerCTCConfig
 from speechllm_cli.core.encoders.hf_ctc import HFCTCConfig, HFCTCEncoder
 from speechllm_cli.core.encoders.whisper_ctc import WhisperCTC, WhisperCTCConfig
+from speechllm_cli.core.encoders.whisper_tokens import WhisperTokens
 
 ENCODERS: dict[str, type[CTCEncoder]] = {
     "conformer-ctc": ConformerCTC,
     "hf-ctc": HFCTCEncoder,
     "whisper-ctc": WhisperCTC,
+    "whisper-tokens": WhisperTokens,
 }
 
 __all__ = ["BLANK_ID", "ENCODERS", "CTCEncoder", "ConformerCTC", "ConformerCTCConfig", "EncoderOutput",
-           "FrozenFrontEncoder", "HFCTCConfig", "HFCTCEncoder", "WhisperCTC", "WhisperCTCConfig", "build_encoder",
-           "encoder_class", "greedy_ids", "load_encoder"]
+           "FrozenFrontEncoder", "HFCTCConfig", "HFCTCEncoder", "WhisperCTC", "WhisperCTCConfig", "WhisperTokens",
+           "build_encoder", "encoder_class", "greedy_ids", "load_encoder"]
 
 
 def encoder_class(name: str) -> type[CTCEncoder]:
