@@ -131,3 +131,18 @@ def test_level_schedule_gives_the_configured_level_at_each_step() -> None:
     assert LevelSchedule([(0.0, 1.0)]).level_at(0.7) == 1.0
     with pytest.raises(ValueError):
         LevelSchedule([(0.5, 1.0), (0.2, 0.0)])
+
+
+def test_confusions_are_kept_sparse_and_a_dense_calibration_of_before_still_loads(tmp_path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    frames, references = _constructed(200)
+    measured = measure(frames, references, V)
+    assert measured.confusion.is_sparse
+    save_calibration(measured, tmp_path / "calibration")
+    stored = load_file(str(tmp_path / "calibration/calibration.safetensors"))
+    assert "confusion" not in stored and stored["confusion_indices"].shape[0] == 2
+    dense = measured.confusion.to_dense()
+    del stored["confusion_indices"], stored["confusion_counts"]
+    save_file({**stored, "confusion": dense}, str(tmp_path / "calibration/calibration.safetensors"))
+    assert torch.equal(load_calibration(tmp_path / "calibration").confusion.to_dense(), dense)
