@@ -1,5 +1,5 @@
 # The two commands of the README. Both run tools/setup.sh first (fast when nothing is missing).
-.PHONY: setup test mini mini-base mini-xlingual mini-tts mini-understand mini-slu mini-distill mini-tesu
+.PHONY: setup test mini mini-base mini-words mini-xlingual mini-tts mini-understand mini-slu mini-distill mini-tesu
 
 setup:
 	@bash tools/setup.sh
@@ -33,6 +33,23 @@ mini-base: setup
 	.venv/bin/speechllm decode --recipe mini $(BASE) $(DECODED)
 	recipes/mini/run.sh --stage 8 $(BASE)
 	@cat exp/mini-base/RESULTS.md
+
+# The front end whose units the LLM can read (issue 23), in exp/mini-words: the complete frozen Whisper tiny.en
+# decoding its own word pieces (encoder whisper-tokens: nothing trained), calibrated on dev; the text-only
+# calibrated and multitask systems decoded on the test sets and the spoken questions, beside the cascade
+# through the same transcript; then SLU from calibrated without speech and with all of it (recipes/mini/RESULTS.md).
+WORDS = --exp-dir exp/mini-words --set train_encoder.encoder=whisper-tokens \
+        --set 'train_encoder.model={whisper: whisper-tiny.en, units: 16000}' --set 'calibrate.compare={}' \
+        --set calibrate.text_branch=null
+WORDS_DECODED = --set 'decode.systems=[ctc, calibrated, multitask, text_llm, ctc_llm]'
+mini-words: setup
+	recipes/mini/run.sh --stop-stage 4 $(WORDS)
+	.venv/bin/speechllm align --recipe mini $(WORDS) --system calibrated --system multitask
+	.venv/bin/speechllm decode --recipe mini $(WORDS) $(WORDS_DECODED)
+	.venv/bin/speechllm curriculum-finetune --recipe mini $(WORDS) --track en --scheme text-only --budget 0
+	.venv/bin/speechllm curriculum-finetune --recipe mini $(WORDS) --track en --scheme direct-mix --budget 100
+	recipes/mini/run.sh --stage 8 $(WORDS) $(WORDS_DECODED)
+	@cat exp/mini-words/RESULTS.md
 
 # The cross-lingual track (en-de) on phoneme units both languages share, Whisper base encoder, in exp/mini-ipa:
 # data, phoneme tokenizer, encoder, tasu, then German SLU text-only and with a quarter of the speech (about 20
