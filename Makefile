@@ -8,7 +8,7 @@ setup:
 test: setup
 	.venv/bin/python -m pytest -q
 
-# The mini recipe end to end (28-47 minutes on 2 CPU cores, by their speed: README): data, text, encoder, calibration, alignment (tasu,
+# The mini recipe end to end (28-50 minutes on 2 CPU cores, by their speed: README): data, text, encoder, calibration, alignment (tasu,
 # calibrated, paired), decoding (with the encoder's own ctc output and the whisper peer), scoring. The TTS
 # baseline (tts) is `make mini-tts`; the SLU sweep is `make mini-slu`.
 # What `make mini` decodes: the encoder's CTC output alone and searched with the text corpora's LM, the three
