@@ -133,7 +133,7 @@ def test_decode_and_task_settings_that_cannot_work_are_refused(override: str, me
     ("train_encoder.model.bogus=1", "train_encoder.model: bogus: unknown key"),
     ("train_encoder.model.head.layers=true", "train_encoder.model: head.layers: a number, not true"),
     ("train_encoder.encoder=nope", "train_encoder.encoder: unknown encoder 'nope' (known: conformer-ctc, hf-ctc, "
-                                   "whisper-ctc)"),
+                                   "whisper-ctc, whisper-tokens)"),
 ], ids=["unknown key", "boolean layers", "unknown encoder"])
 def test_the_encoder_settings_are_checked_with_the_recipe_naming_file_and_key(cli, setting: str,
                                                                               message: str) -> None:
