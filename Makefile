@@ -37,7 +37,8 @@ mini-base: setup
 # The front end whose units the LLM can read (issue 23), in exp/mini-words: the complete frozen Whisper tiny.en
 # decoding its own word pieces (encoder whisper-tokens: nothing trained), calibrated on dev; the text-only
 # calibrated and multitask systems decoded on the test sets and the spoken questions, beside the cascade
-# through the same transcript; then SLU from calibrated without speech and with all of it (recipes/mini/RESULTS.md).
+# through the same transcript; then SLU from calibrated without speech and with all of it (recipes/mini/RESULTS.md;
+# its commands, run one by one in exp/mini-wt with other jobs on the 2 cores, took about 50 minutes after the data).
 WORDS = --exp-dir exp/mini-words --set train_encoder.encoder=whisper-tokens \
         --set 'train_encoder.model={whisper: whisper-tiny.en, units: 16000}' --set 'calibrate.compare={}' \
         --set calibrate.text_branch=null
