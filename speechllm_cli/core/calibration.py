@@ -214,8 +214,9 @@ def measure(frames: Sequence[torch.Tensor], references: Sequence[Sequence[int]],
 
 
 def _sparse(counts: Counter[tuple[int, int]], vocab_size: int) -> torch.Tensor:
-    indices = torch.tensor(sorted(counts), dtype=torch.long).reshape(-1, 2).T
-    values = torch.tensor([counts[key] for key in sorted(counts)], dtype=torch.long)
+    keys = sorted(counts)
+    indices = torch.tensor(keys, dtype=torch.long).reshape(-1, 2).T
+    values = torch.tensor([counts[key] for key in keys], dtype=torch.long)
     return torch.sparse_coo_tensor(indices, values, (vocab_size, vocab_size), check_invariants=True).coalesce()
 
 

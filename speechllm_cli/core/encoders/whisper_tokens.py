@@ -22,6 +22,7 @@ Nothing trains: ``train-encoder`` saves it as it is (weights included, so the fo
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,12 +32,12 @@ import torch
 
 from speechllm_cli.common.config import validate
 from speechllm_cli.common.errors import SpeechLLMError
-from speechllm_cli.common.io import atomic_dir, read_json
+from speechllm_cli.common.io import atomic_dir
 from speechllm_cli.core.configs import WhisperTokensConfig
 from speechllm_cli.core.encoders.base import BLANK_ID, CTCEncoder, EncoderOutput
+from speechllm_cli.core.encoders.saved_folder import CONFIG_FILE, read_config
 
 MODEL_TYPE = "whisper-tokens"
-CONFIG_FILE = "config.json"
 WHISPER_FOLDER = "whisper"
 WORD_PIECE = re.compile(r"^ ?[A-Za-z']+$")
 LOG_ZERO = -30.0
@@ -125,10 +126,7 @@ class WhisperTokens(CTCEncoder):
         with this encoder's settings."""
         path = Path(folder)
         if (path / CONFIG_FILE).is_file() and (path / WHISPER_FOLDER).is_dir():
-            data = read_json(path / CONFIG_FILE)
-            if data.pop("model_type", None) != MODEL_TYPE:
-                raise SpeechLLMError(f"{path / CONFIG_FILE}: model_type is not {MODEL_TYPE!r}")
-            config = validate(WhisperTokensConfig, data, str(path / CONFIG_FILE))
+            config = read_config(path, MODEL_TYPE, WhisperTokensConfig)
             whisper, processor = _load_whisper(str(path / WHISPER_FOLDER))
         else:
             config = validate(WhisperTokensConfig, {**settings, "whisper": str(folder)}, "whisper-tokens source")
@@ -230,7 +228,7 @@ class WhisperTokens(CTCEncoder):
         for b, (row_probs, row_hidden) in enumerate(framed):
             probs[b, : len(row_probs)] = row_probs
             hidden[b, : len(row_hidden)] = row_hidden
-        return EncoderOutput(probs.clamp(min=torch.exp(torch.tensor(LOG_ZERO)).item()).log(), lengths, hidden)
+        return EncoderOutput(probs.clamp(min=math.exp(LOG_ZERO)).log(), lengths, hidden)
 
     def _separated(self, row: list[tuple[torch.Tensor, torch.Tensor]],
                    width: int) -> tuple[torch.Tensor, torch.Tensor]:
