@@ -34,3 +34,25 @@ def test_hidden_lookup_starts_as_the_unit_lookup_of_the_encoders_own_posteriors(
         assert torch.allclose(unified(hidden), expected, atol=1e-6)
         unified.residual.net[-1].bias.fill_(1.0)
         assert not torch.allclose(unified(hidden), expected), "the residual reads the hidden states themselves"
+
+
+def test_a_lowercase_unit_is_looked_up_in_the_spelling_the_llm_writes_as_one_token() -> None:
+    """The word-piece front end writes " france"; SmolLM2 spells it " fr" + "ance" but " France" as one token,
+    and a question about France must reach the LLM as France, not as the mean of two fragments."""
+    from speechllm_cli.core.configs import LLMConfig
+    from speechllm_cli.core.llm import load_llm
+    from speechllm_cli.core.projector import compact_ids, unit_text_embeddings
+    from speechllm_cli.stages.speech_llm_io import llm_cache_dir
+
+    llm, tokenizer = load_llm(LLMConfig(), llm_cache_dir())
+    assert len(tokenizer(" france", add_special_tokens=False).input_ids) == 2
+    assert compact_ids(" france", tokenizer) == tokenizer(" France", add_special_tokens=False).input_ids
+    assert compact_ids(" the", tokenizer) == tokenizer(" the", add_special_tokens=False).input_ids
+    assert compact_ids("ance", tokenizer) == tokenizer("ance", add_special_tokens=False).input_ids
+    embeddings = llm.get_input_embeddings()
+    table = unit_text_embeddings(["<blk>", " france", " the"], tokenizer, embeddings)
+    france = tokenizer(" France", add_special_tokens=False).input_ids[0]
+    the = tokenizer(" the", add_special_tokens=False).input_ids[0]
+    assert torch.equal(table[0], torch.zeros(embeddings.embedding_dim))
+    assert torch.allclose(table[1], embeddings.weight[france].float())
+    assert torch.allclose(table[2], embeddings.weight[the].float())

@@ -128,13 +128,24 @@ def unit_text(unit: str) -> str | None:
     return unit.replace("▁", " ").replace("|", " ")
 
 
+def compact_ids(text: str, tokenizer: object) -> list[int]:
+    """The LLM's token ids of a unit's text as written or capitalised, whichever takes fewer tokens.
+
+    Lowercase units (the word-piece front end writes every piece lowercase) would otherwise reach the LLM
+    as the mean of several fragments exactly for proper names (" france": " fr" + "ance"), the words
+    questions turn on; the LLM spells " France" as one token."""
+    spellings = [text, text[: len(text) - len(text.lstrip())] + text.lstrip().capitalize()]
+    return min((tokenizer(spelling, add_special_tokens=False).input_ids for spelling in spellings), key=len)
+
+
 def unit_text_embeddings(units: list[str], tokenizer: object, embeddings: torch.nn.Embedding) -> torch.Tensor:
-    """[V, d]: the mean LLM input embedding of each unit's text (zero for blank and other specials)."""
+    """[V, d]: the mean LLM input embedding of each unit's text (zero for blank and other specials), in its
+    most compact spelling (:func:`compact_ids`)."""
     table = torch.zeros(len(units), embeddings.embedding_dim)
     with torch.no_grad():
         for index, unit in enumerate(units):
             text = unit_text(unit)
-            ids = tokenizer(text, add_special_tokens=False).input_ids if text else []
+            ids = compact_ids(text, tokenizer) if text else []
             if ids:
                 vectors = embeddings(torch.tensor(ids, device=embeddings.weight.device))
                 table[index] = vectors.float().mean(dim=0).cpu()
