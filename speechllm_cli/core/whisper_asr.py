@@ -36,20 +36,27 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(level)
 
 
-def _language(config: WhisperASRConfig, generation: Any) -> dict[str, str]:
-    """The prompt's language and task for a multilingual model; none for an English-only one (it has no
-    language tokens), which therefore takes only ``en``."""
+def checked_language(owner: str, model: str, language: str | None, generation: Any, key: str) -> str | None:
+    """The language a Whisper decoder is prompted in: None for an English-only model (it has no language
+    tokens, and therefore takes only ``en``); a multilingual one needs it set (``key`` says where), so that
+    the decoder is not left to guess, and known to the model."""
     if not getattr(generation, "is_multilingual", False):
-        if config.language not in (None, "en"):
-            raise SpeechLLMError(f"whisper peer: {config.model} is English-only; it cannot take language "
-                                 f"{config.language!r}")
-        return {}
-    if config.language is None:
-        raise SpeechLLMError(f"whisper peer: {config.model} is multilingual; set its language (e.g. "
-                             "decode.peers.<name>.language=en) so the decoder is not left to guess it")
-    if f"<|{config.language}|>" not in getattr(generation, "lang_to_id", {}):
-        raise SpeechLLMError(f"whisper peer: {config.model} has no language {config.language!r}")
-    return {"language": config.language, "task": "transcribe"}
+        if language not in (None, "en"):
+            raise SpeechLLMError(f"{owner}: {model} is English-only; it cannot take language {language!r}")
+        return None
+    if language is None:
+        raise SpeechLLMError(f"{owner}: {model} is multilingual; set its language (e.g. {key}=en) so the decoder "
+                             "is not left to guess it")
+    if f"<|{language}|>" not in getattr(generation, "lang_to_id", {}):
+        raise SpeechLLMError(f"{owner}: {model} has no language {language!r}")
+    return language
+
+
+def _language(config: WhisperASRConfig, generation: Any) -> dict[str, str]:
+    """``generate``'s language and task for a multilingual model; none for an English-only one."""
+    language = checked_language("whisper peer", config.model, config.language, generation,
+                                "decode.peers.<name>.language")
+    return {} if language is None else {"language": language, "task": "transcribe"}
 
 
 class WhisperASR:

@@ -36,6 +36,7 @@ from speechllm_cli.common.io import atomic_dir
 from speechllm_cli.core.configs import WhisperTokensConfig
 from speechllm_cli.core.encoders.base import BLANK_ID, CTCEncoder, EncoderOutput
 from speechllm_cli.core.encoders.saved_folder import CONFIG_FILE, read_config
+from speechllm_cli.core.whisper_asr import checked_language
 
 MODEL_TYPE = "whisper-tokens"
 WHISPER_FOLDER = "whisper"
@@ -99,15 +100,9 @@ class WhisperTokens(CTCEncoder):
 
     def _prompt(self, tokenizer: Any) -> list[int]:
         """Start of transcript, then language and task for a multilingual model, then no timestamps."""
-        multilingual = getattr(self.whisper.generation_config, "is_multilingual", False)
-        language = self.config.language
-        if multilingual and language is None:
-            raise SpeechLLMError(f"whisper-tokens: {self.config.whisper} is multilingual; set its language "
-                                 "(train_encoder.model.language=en) so the decoder is not left to guess it")
-        if not multilingual and language not in (None, "en"):
-            raise SpeechLLMError(f"whisper-tokens: {self.config.whisper} is English-only; it cannot take "
-                                 f"language {language!r}")
-        names = ["<|startoftranscript|>", *([f"<|{language}|>", "<|transcribe|>"] if multilingual else []),
+        language = checked_language("whisper-tokens", self.config.whisper, self.config.language,
+                                    self.whisper.generation_config, "train_encoder.model.language")
+        names = ["<|startoftranscript|>", *([f"<|{language}|>", "<|transcribe|>"] if language else []),
                  "<|notimestamps|>"]
         ids = tokenizer.convert_tokens_to_ids(names)
         unknown = [name for name, i in zip(names, ids, strict=True) if i is None or i == tokenizer.unk_token_id]
