@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.core.configs import ProjectorConfig
-from speechllm_cli.core.projector import HiddenLookup, TasuMLP, UnitLookup, build_projector
+from speechllm_cli.core.projector import HiddenLookup, TasuMLP, UnitEmbedding, UnitLookup, build_projector
 
 
 def test_each_kind_over_hidden_states_reads_their_width() -> None:
@@ -56,3 +58,19 @@ def test_a_lowercase_unit_is_looked_up_in_the_spelling_the_llm_writes_as_one_tok
     assert torch.equal(table[0], torch.zeros(embeddings.embedding_dim))
     assert torch.allclose(table[1], embeddings.weight[france].float())
     assert torch.allclose(table[2], embeddings.weight[the].float())
+
+
+def test_unit_embedding_is_the_lookup_alone_and_reads_posteriors_only() -> None:
+    """A posterior frame becomes the mix of its units' embeddings, exactly, and nothing else trains."""
+    torch.manual_seed(0)
+    config = ProjectorConfig(kind="unit-embedding", hidden=16)
+    projector = build_projector(10, 8, config)
+    assert isinstance(projector, UnitEmbedding) and not isinstance(projector, UnitLookup)
+    embeddings = torch.randn(10, 8)
+    projector.init_from_embeddings(embeddings)
+    posteriors = torch.softmax(torch.randn(2, 5, 10), dim=-1)
+    with torch.no_grad():
+        assert torch.allclose(projector(posteriors), posteriors @ embeddings, atol=1e-6)
+    assert [name for name, _ in projector.named_parameters()] == ["lookup.weight"]
+    with pytest.raises(SpeechLLMError, match="unit-embedding reads posteriors only"):
+        build_projector(10, 8, config, width=6)

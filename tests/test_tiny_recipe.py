@@ -733,6 +733,41 @@ def _copy_aligned(exp: Path, target: Path) -> Path:
     return target
 
 
+def test_a_cell_starts_from_a_frozen_llm_system_with_a_fresh_lora(tiny, tmp_path: Path) -> None:
+    """Issue 23: SLU fine-tuning from a system that trained its projector alone; its first phase starts exactly
+    as that system (its projector, LoRA B = 0) and the cell saves a LoRA of its own."""
+    from safetensors.torch import load_file
+
+    from speechllm_cli.stages.curriculum.cells import Runner
+    from speechllm_cli.stages.curriculum.config import Cell
+    from speechllm_cli.stages.curriculum.plan import plan_phases
+    from speechllm_cli.stages.curriculum.records import cell_weights
+    from speechllm_cli.stages.recipe import load_recipe
+    from speechllm_cli.stages.runner import Context
+
+    exp, _ = tiny
+    copy = _copy_aligned(exp, tmp_path / "exp")
+    init = ["--set", "curriculum_finetune.init=frozen"]
+    context = Context(load_recipe("tiny", [init[1]]).config, copy)
+    config, cell = context.section("curriculum_finetune"), Cell("en", "text-only", 0)
+    runner = Runner(context, config)
+    pools = runner.pools("en")
+    speech, kept = pools.speech(0)
+    first = plan_phases(context, config, cell, {"text": pools.text, "cps": pools.cps, "speech": speech}, kept)[0]
+    assert first.previous == copy / "align/frozen" and not first.previous_lora
+    model, _ = runner._model(first.previous, first.previous_lora)
+    saved = load_file(str(copy / "align/frozen/projector/model.safetensors"))
+    assert all(torch.equal(model.projector.state_dict()[name], tensor) for name, tensor in saved.items())
+    lora_b = [p for name, p in model.llm.named_parameters() if "lora_B" in name]
+    assert lora_b and all(not p.any() for p in lora_b)
+    finetuned = subprocess.run([str(SPEECHLLM), "curriculum-finetune", "--recipe", "tiny", "--exp-dir", str(copy),
+                                "--track", "en", "--scheme", "text-only", "--budget", "0", *init],
+                               capture_output=True, text=True, check=False)
+    assert finetuned.returncode == 0, finetuned.stderr
+    weights = _weights(cell_weights(context, cell))
+    assert any("lora_B" in name and tensor.any() for name, tensor in weights.items())
+
+
 def test_killed_curriculum_resumes_mid_phase_to_the_uninterrupted_result(tiny, tmp_path: Path) -> None:
     exp, _ = tiny
     reference = _copy_aligned(exp, tmp_path / "reference")

@@ -14,7 +14,7 @@ from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_va
 from speechllm_cli.common.config import StrictModel
 from speechllm_cli.common.names import Name
 
-ProjectorKind = Literal["tasu-mlp", "unit-lookup"]
+ProjectorKind = Literal["tasu-mlp", "unit-lookup", "unit-embedding"]
 """The names of ``core.projector.PROJECTORS`` (a test keeps the two equal)."""
 
 
@@ -38,7 +38,8 @@ class LLMConfig(StrictModel):
 
 class ProjectorConfig(StrictModel):
     kind: ProjectorKind = "tasu-mlp"
-    """tasu-mlp (TASU's MLP) or unit-lookup (starts as the LLM's embeddings of each unit's text)."""
+    """tasu-mlp (TASU's MLP), unit-lookup (starts as the LLM's embeddings of each unit's text, plus a residual
+    MLP) or unit-embedding (those embeddings alone, trained: for word-piece units the LLM reads as text)."""
     hidden: PositiveInt = 2048
 
 

@@ -3,7 +3,8 @@
 Registered by name. ``tasu-mlp`` is the paper's LayerNorm-Linear-SiLU-Linear. ``unit-lookup`` starts as
 an exact lookup of the LLM's own embedding of each unit's text (a posterior mixes those embeddings) plus
 a zero-initialised residual MLP: on this project's CPU budget it begins near a working transcriber
-instead of at random (PROBES §2: initial loss 2.8 against 6.4).
+instead of at random (PROBES §2: initial loss 2.8 against 6.4). ``unit-embedding`` is the lookup alone,
+for inventories of word pieces the LLM reads as they are.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from speechllm_cli.common.errors import SpeechLLMError
 from speechllm_cli.common.io import atomic_dir
 from speechllm_cli.core.configs import ProjectorConfig
 
@@ -37,15 +39,17 @@ class TasuMLP(torch.nn.Module):
         return self.net(posteriors)
 
 
-class UnitLookup(torch.nn.Module):
-    kind = "unit-lookup"
+class UnitEmbedding(torch.nn.Module):
+    """The LLM's embedding of each unit's text, trained as the projector's only weights: for unit inventories
+    near the LLM's own tokens (Whisper's word pieces), where a posterior already reads as text and whatever
+    is added on top only drowns it (RESULTS.md: ``unit-lookup``'s residual learnt an offset larger than the
+    embeddings themselves, and the answers went with it)."""
+
+    kind = "unit-embedding"
 
     def __init__(self, vocab_size: int, llm_dim: int, config: ProjectorConfig) -> None:
         super().__init__()
         self.lookup = torch.nn.Linear(vocab_size, llm_dim, bias=False)
-        self.residual = TasuMLP(vocab_size, llm_dim, config)
-        torch.nn.init.zeros_(self.residual.net[-1].weight)
-        torch.nn.init.zeros_(self.residual.net[-1].bias)
 
     def init_from_embeddings(self, unit_embeddings: torch.Tensor) -> None:
         """Set the lookup to the LLM embedding of each unit's text, shape [V, llm_dim]."""
@@ -55,6 +59,22 @@ class UnitLookup(torch.nn.Module):
     @property
     def width(self) -> int:
         return self.lookup.in_features
+
+    def forward(self, posteriors: torch.Tensor) -> torch.Tensor:
+        return self.lookup(posteriors)
+
+
+class UnitLookup(UnitEmbedding):
+    """``unit-embedding`` plus a zero-initialised residual MLP, for small inventories (BPE-256) whose units the
+    LLM cannot read as they are."""
+
+    kind = "unit-lookup"
+
+    def __init__(self, vocab_size: int, llm_dim: int, config: ProjectorConfig) -> None:
+        super().__init__(vocab_size, llm_dim, config)
+        self.residual = TasuMLP(vocab_size, llm_dim, config)
+        torch.nn.init.zeros_(self.residual.net[-1].weight)
+        torch.nn.init.zeros_(self.residual.net[-1].bias)
 
     def forward(self, posteriors: torch.Tensor) -> torch.Tensor:
         return self.lookup(posteriors) + self.residual(posteriors)
@@ -93,6 +113,7 @@ class HiddenLookup(torch.nn.Module):
 PROJECTORS: dict[str, Callable[[int, int, ProjectorConfig], torch.nn.Module]] = {
     "tasu-mlp": TasuMLP,
     "unit-lookup": UnitLookup,
+    "unit-embedding": UnitEmbedding,
 }
 
 
@@ -108,6 +129,9 @@ def build_projector(vocab_size: int, llm_dim: int, config: ProjectorConfig,
     """Over posteriors of ``vocab_size`` units, or with ``width`` over hidden states of that size."""
     if width is None:
         return PROJECTORS[config.kind](vocab_size, llm_dim, config)
+    if config.kind not in UNIFIED_PROJECTORS:
+        raise SpeechLLMError(f"model.projector.kind: {config.kind} reads posteriors only; the unified interface "
+                             f"takes {', '.join(UNIFIED_PROJECTORS)}")
     return UNIFIED_PROJECTORS[config.kind](width, vocab_size, llm_dim, config)
 
 

@@ -99,14 +99,14 @@ def build_speech_llm(config: ModelConfig, instruction: str, encoder: CTCEncoder,
     where the LLM was loaded (a GPU when there is one), so decoding needs no training wrapper to move it
     there."""
     from speechllm_cli.core.llm import load_llm
-    from speechllm_cli.core.projector import HiddenLookup, UnitLookup, build_projector, unit_text_embeddings
+    from speechllm_cli.core.projector import HiddenLookup, UnitEmbedding, build_projector, unit_text_embeddings
     from speechllm_cli.core.speech_llm import SpeechLLM
 
     llm, tokenizer = load_llm(config.llm, llm_cache_dir())
     embeddings = llm.get_input_embeddings()
     projector = build_projector(encoder.vocab_size, embeddings.embedding_dim, config.projector, hidden_size)
     projector = projector.to(embeddings.weight.device)
-    if isinstance(projector, UnitLookup):
+    if isinstance(projector, UnitEmbedding):
         projector.init_from_embeddings(unit_text_embeddings(encoder.units(), tokenizer, embeddings))
     if isinstance(projector, HiddenLookup):
         projector.init_from_encoder(encoder.output_layer().to(embeddings.weight.device),

@@ -21,7 +21,7 @@ from speechllm_cli.stages.curriculum.records import cell_record_path
 from speechllm_cli.stages.front_end import SpeechFrontEnd
 from speechllm_cli.stages.inputs import load_text_set, text_set_path
 from speechllm_cli.stages.runner import Context, Unit, run_units, status
-from speechllm_cli.stages.speech_llm_io import require_lora, require_posteriors
+from speechllm_cli.stages.speech_llm_io import require_posteriors
 
 if TYPE_CHECKING:
     from speechllm_cli.core.feeds import Simulate
@@ -46,17 +46,17 @@ class Runner:
             raise SpeechLLMError(f"curriculum_finetune.init: {config.init!r} is not an align system of this recipe")
         if config.init is not None:
             require_posteriors(context, config.init, "curriculum_finetune.init", "curriculum-finetune")
-            require_lora(context, config.init, "curriculum_finetune.init", "curriculum-finetune")
         self.context, self.config = context, config
         self.front = SpeechFrontEnd(context)
         self._pools: dict[str, Pools] = {}
 
-    def _model(self, start: Path | None) -> tuple[SpeechLLM, Any]:
+    def _model(self, start: Path | None, lora: bool) -> tuple[SpeechLLM, Any]:
+        """The recipe's model with the weights saved in ``start``: its LoRA too where ``lora``, else a fresh one."""
         from speechllm_cli.stages.speech_llm_io import build_speech_llm, load_weights
 
         model, tokenizer = build_speech_llm(self.context.config.model, self.config.instruction, self.front.encoder)
         if start is not None:
-            load_weights(model, start, self.context.config.model.llm.lora is not None)
+            load_weights(model, start, lora)
         return model, tokenizer
 
     def pools(self, track: str) -> Pools:
@@ -74,7 +74,7 @@ class Runner:
         from speechllm_cli.stages.speech_llm_io import save_trained
 
         seed_everything(self.config.train.seed)
-        model, _ = self._model(plan.previous)
+        model, _ = self._model(plan.previous, plan.previous_lora)
         _set_trainable(model, plan.phase.train)
         examples = plan.examples
         steps = max(1, math.ceil(plan.phase.epochs * len(examples) / self.config.train.batch_size))
@@ -103,7 +103,7 @@ class Runner:
         from speechllm_cli.stages.speech_llm_io import prompt_for
         from speechllm_cli.stages.systems import SpeechLLMSystem
 
-        model, tokenizer = self._model(plan.folder)
+        model, tokenizer = self._model(plan.folder, self.context.config.model.llm.lora is not None)
         return SpeechLLMSystem(model.eval(), tokenizer, self.front.encoder.vocab_size, self.config.generation,
                                Batching(self.config.decode_batch_size), self.context.track,
                                lambda instruction: prompt_for(tokenizer, instruction, self.context.config.model))

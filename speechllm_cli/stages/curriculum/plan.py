@@ -18,7 +18,7 @@ from speechllm_cli.stages.curriculum.records import curriculum_dir
 from speechllm_cli.stages.curriculum.schedules import PRESETS, PhaseConfig
 from speechllm_cli.stages.inputs import encoder_dir, text_set_path
 from speechllm_cli.stages.runner import Context, input_digests, settings_key
-from speechllm_cli.stages.speech_llm_io import system_dir
+from speechllm_cli.stages.speech_llm_io import system_dir, system_model
 
 if TYPE_CHECKING:
     from speechllm_cli.core.feeds import Example
@@ -31,6 +31,9 @@ class PhasePlan:
     folder: Path
     previous: Path | None
     """Where the starting weights come from: the previous phase's folder or the init system's."""
+    previous_lora: bool
+    """Whether those weights hold LoRA: not for an init system that trained its projector alone
+    (``frozen_llm``), whose cell starts a fresh LoRA (B = 0, so it starts exactly as that system)."""
     examples: list[Example]
     """The phase's examples for one epoch, drawn once from the pools by its mixture."""
 
@@ -51,6 +54,7 @@ def plan_phases(context: Context, config: CurriculumConfig, cell: Cell,
               "train": config.train.model_dump(mode="json"),
 }
     previous = system_dir(context, config.init) if config.init is not None else None
+    previous_lora = config.init is not None and system_model(context, config.init).llm.lora is not None
     chain = "scratch"
     if previous is not None:
         weights = input_digests(context.exp_dir, (previous / "projector", previous / "lora"))
@@ -70,8 +74,8 @@ def plan_phases(context: Context, config: CurriculumConfig, cell: Cell,
         folder = curriculum_dir(context) / "phases" / chain[:16]
         examples = [e for kind, weight in effective.inputs.items()
                     for e in draw(by_kind[kind], weight, config.train.seed)]
-        plans.append(PhasePlan(effective, chain, folder, previous, examples))
-        previous = folder
+        plans.append(PhasePlan(effective, chain, folder, previous, previous_lora, examples))
+        previous, previous_lora = folder, context.config.model.llm.lora is not None
     if not plans:
         raise SpeechLLMError(f"curriculum-finetune {cell.name}: no phase of the schedule has examples to train on")
     return plans
