@@ -34,18 +34,21 @@ mini-base: setup
 	recipes/mini/run.sh --stage 8 $(BASE)
 	@cat exp/mini-base/RESULTS.md
 
-# The front end whose units the LLM can read (issue 23), in exp/mini-words: the complete frozen Whisper tiny.en
-# decoding its own word pieces (encoder whisper-tokens: nothing trained), calibrated on dev; the text-only
-# calibrated and multitask systems decoded on the test sets and the spoken questions, beside the cascade
-# through the same transcript; then SLU from calibrated without speech and with all of it (recipes/mini/RESULTS.md;
-# its commands, run one by one in exp/mini-wt with other jobs on the 2 cores, took about 50 minutes after the data).
+# The front end whose units the LLM can read, and speech LLMs that understand (issue 23), in exp/mini-words:
+# the complete frozen Whisper tiny.en decoding its own word pieces (encoder whisper-tokens: nothing trained),
+# calibrated on dev, read through the LLM's own embeddings of the pieces (projector unit-embedding); the
+# transcription-only calibrated system and the behaviour-aligned systems (behaviour_lora: LoRA; behaviour:
+# the projector alone), decoded on the test sets and the spoken questions beside the text ceiling and the two
+# cascades; then SLU from behaviour_lora without speech and with all of it (recipes/mini/RESULTS.md; its
+# commands, run one by one in exp/mini-we, took about 75 minutes after the data with other jobs on the cores).
 WORDS = --exp-dir exp/mini-words --set train_encoder.encoder=whisper-tokens \
         --set 'train_encoder.model={whisper: whisper-tiny.en, units: 16000}' --set 'calibrate.compare={}' \
-        --set calibrate.text_branch=null
-WORDS_DECODED = --set 'decode.systems=[ctc, calibrated, multitask, text_llm, ctc_llm]'
+        --set calibrate.text_branch=null --set model.projector.kind=unit-embedding \
+        --set curriculum_finetune.init=behaviour_lora
+WORDS_DECODED = --set 'decode.systems=[ctc, calibrated, behaviour_lora, behaviour, whisper, text_llm, ctc_llm, whisper_llm]'
 mini-words: setup
 	recipes/mini/run.sh --stop-stage 4 $(WORDS)
-	.venv/bin/speechllm align --recipe mini $(WORDS) --system calibrated --system multitask
+	.venv/bin/speechllm align --recipe mini $(WORDS) --system calibrated --system behaviour_lora --system behaviour
 	.venv/bin/speechllm decode --recipe mini $(WORDS) $(WORDS_DECODED)
 	.venv/bin/speechllm curriculum-finetune --recipe mini $(WORDS) --track en --scheme text-only --budget 0
 	.venv/bin/speechllm curriculum-finetune --recipe mini $(WORDS) --track en --scheme direct-mix --budget 100
