@@ -39,8 +39,9 @@ mini-base: setup
 # calibrated on dev, read through the LLM's own embeddings of the pieces (projector unit-embedding); the
 # transcription-only calibrated system and the behaviour-aligned systems (behaviour_lora: LoRA; behaviour:
 # the projector alone), decoded on the test sets and the spoken questions beside the text ceiling and the two
-# cascades; then SLU from behaviour_lora without speech and with all of it (recipes/mini/RESULTS.md; its
-# commands, run one by one in exp/mini-we, took about 75 minutes after the data with other jobs on the cores).
+# cascades; then SLU from behaviour_lora without speech and with all of it (recipes/mini/RESULTS.md). About an
+# hour after the data on 2 cores: its commands were run one by one in exp/mini-we (behaviour_lora and behaviour
+# about 15 minutes each, half of it the LLM's own replies; the two SLU cells 16), not as one target.
 WORDS = --exp-dir exp/mini-words --set train_encoder.encoder=whisper-tokens \
         --set 'train_encoder.model={whisper: whisper-tiny.en, units: 16000}' --set 'calibrate.compare={}' \
         --set calibrate.text_branch=null --set model.projector.kind=unit-embedding \
