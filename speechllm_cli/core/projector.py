@@ -158,8 +158,11 @@ def compact_ids(text: str, tokenizer: object) -> list[int]:
     Lowercase units (the word-piece front end writes every piece lowercase) would otherwise reach the LLM
     as the mean of several fragments exactly for proper names (" france": " fr" + "ance"), the words
     questions turn on; the LLM spells " France" as one token."""
-    spellings = [text, text[: len(text) - len(text.lstrip())] + text.lstrip().capitalize()]
-    return min((tokenizer(spelling, add_special_tokens=False).input_ids for spelling in spellings), key=len)
+    written = tokenizer(text, add_special_tokens=False).input_ids
+    if len(written) <= 1:
+        return written
+    capitalised = text[: len(text) - len(text.lstrip())] + text.lstrip().capitalize()
+    return min(written, tokenizer(capitalised, add_special_tokens=False).input_ids, key=len)
 
 
 def unit_text_embeddings(units: list[str], tokenizer: object, embeddings: torch.nn.Embedding) -> torch.Tensor:
