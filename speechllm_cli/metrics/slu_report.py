@@ -6,8 +6,8 @@ transcript as input; the gap between the two is the text-speech gap the methods 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from speechllm_cli.metrics.results import code_span, first_seen, table_line
@@ -24,6 +24,8 @@ class SLURow:
     speech: SLUScore
     text: SLUScore
     command: str
+    cascades: Mapping[str, SLUScore] = field(default_factory=dict)
+    """The same model reading a transcriber's transcript of the test speech, by transcriber."""
 
 
 def _pct(value: float) -> str:
@@ -46,11 +48,26 @@ def render_slu(rows: Sequence[SLURow], plot: str | None) -> str:
                                       str(row.speech.invalid_json), _pct(row.text.intent_acc), _pct(row.text.slu_f1),
                                       _pct(row.text.slu_f1 - row.speech.slu_f1)]))
         parts.append("\n".join(lines))
+        cascades = [(row, name, score) for row in rows if row.track == track for name, score in row.cascades.items()]
+        if cascades:
+            parts.append(_cascade_table(track, cascades))
     if plot:
         parts.append(f"![SLU-F1 against speech budget]({plot})")
     commands = first_seen(row.command for row in rows)
     parts.append("### Commands\n\n" + "\n".join(f"- {code_span(command)}" for command in commands))
     return "\n\n".join(parts) + "\n"
+
+
+def _cascade_table(track: str, cascades: Sequence[tuple[SLURow, str, SLUScore]]) -> str:
+    """The cascades of a track: each run's model reading a transcriber's transcript instead of the speech."""
+    lines = [f"#### Track {track}: cascades (the same model reading a transcript of the speech)", "",
+             table_line(["scheme", "budget %", "transcript", "intent acc", "entity F1", "SLU-F1", "invalid",
+                         "SLU-F1 from speech"]),
+             table_line(["---", "---:", "---", *["---:"] * 5], escape=False)]
+    for row, name, score in cascades:
+        lines.append(table_line([row.scheme, f"{row.budget:g}", name, _pct(score.intent_acc), _pct(score.span_f1),
+                                 _pct(score.slu_f1), str(score.invalid_json), _pct(row.speech.slu_f1)]))
+    return "\n".join(lines)
 
 
 def plot_slu(rows: Sequence[SLURow], path: Path) -> None:

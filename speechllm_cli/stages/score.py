@@ -22,7 +22,7 @@ from speechllm_cli.metrics.slu import score_slu
 from speechllm_cli.metrics.slu_report import SLURow, plot_slu, render_slu
 from speechllm_cli.stages.calibrate import MISMATCH_PLOT, calibration_dir
 from speechllm_cli.stages.curriculum.config import CurriculumConfig, cells
-from speechllm_cli.stages.curriculum.records import cell_of, read_cell
+from speechllm_cli.stages.curriculum.records import cascade_file, cell_of, read_cell
 from speechllm_cli.stages.decode import DecodeConfig, decode_dir, decoded_splits
 from speechllm_cli.stages.distill import measured_systems
 from speechllm_cli.stages.gap import gap_dir
@@ -191,10 +191,13 @@ def _score_slu(context: Context, config: CurriculumConfig) -> tuple[list[SLURow]
         folder = context.exp_dir / record["eval_dir"]
         scores = {kind: score_slu((r["ref"], r["hyp"]) for r in read_jsonl(folder / f"{kind}.jsonl"))
                   for kind in ("speech", "text")}
+        cascades = {name: score_slu((r["ref"], r["hyp"]) for r in read_jsonl(folder / cascade_file(name)))
+                    for name in record["evaluation"].get("cascades", [])}
         write_json(context.exp_dir / "score" / "slu" / cell.track / cell.scheme / f"b{cell.budget:g}.json",
-                   {kind: score.as_dict() for kind, score in scores.items()} | {"cell": record})
+                   {kind: score.as_dict() for kind, score in scores.items()}
+                   | {"cascades": {name: score.as_dict() for name, score in cascades.items()}, "cell": record})
         results.append(SLURow(cell.track, cell.scheme, cell.budget, record["speech_utterances"], scores["speech"],
-                              scores["text"], record["evaluation"]["command"]))
+                              scores["text"], record["evaluation"]["command"], cascades))
         rows.append([cell.name, f"SLU-F1 {100 * scores['speech'].slu_f1:.1f}",
                      f"text {100 * scores['text'].slu_f1:.1f}", f"invalid {scores['speech'].invalid_json}"])
     return results, rows, missing

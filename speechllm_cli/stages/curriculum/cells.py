@@ -2,7 +2,7 @@
 
 After its last phase a cell's model is decoded on the track's test set twice, with the speech (through the
 speech front end and the speech-LLM system ``decode`` uses) and with the transcript as input: the two sides
-of the text-speech gap.
+of the text-speech gap; and once more for each of ``cascades``, reading that transcriber's transcript.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from speechllm_cli.common.io import write_json, write_jsonl
 from speechllm_cli.stages.curriculum.config import Cell, CurriculumConfig
 from speechllm_cli.stages.curriculum.plan import PhasePlan, plan_phases
 from speechllm_cli.stages.curriculum.pools import Pools, split_of
-from speechllm_cli.stages.curriculum.records import cell_record_path
+from speechllm_cli.stages.curriculum.records import cascade_file, cell_record_path
 from speechllm_cli.stages.front_end import SpeechFrontEnd
 from speechllm_cli.stages.inputs import load_text_set, text_set_path
 from speechllm_cli.stages.runner import Context, Unit, run_units, status
@@ -26,7 +26,10 @@ from speechllm_cli.stages.speech_llm_io import require_posteriors
 if TYPE_CHECKING:
     from speechllm_cli.core.feeds import Simulate
     from speechllm_cli.core.speech_llm import SpeechLLM
-    from speechllm_cli.stages.systems import SpeechLLMSystem
+    from speechllm_cli.stages.systems import SpeechLLMSystem, Utterances
+
+TRANSCRIBERS = frozenset({"ctc", "search", "peer"})
+"""Kinds of ``decode`` system whose output is a transcript a cell's model can read."""
 
 
 def _set_trainable(model: SpeechLLM, parts: list[str]) -> None:
@@ -46,9 +49,21 @@ class Runner:
             raise SpeechLLMError(f"curriculum_finetune.init: {config.init!r} is not an align system of this recipe")
         if config.init is not None:
             require_posteriors(context, config.init, "curriculum_finetune.init", "curriculum-finetune")
+        self._check_cascades(context, config.cascades)
         self.context, self.config = context, config
         self.front = SpeechFrontEnd(context)
         self._pools: dict[str, Pools] = {}
+
+    @staticmethod
+    def _check_cascades(context: Context, names: list[str]) -> None:
+        """Refused before any training: a cascade must name a transcriber of ``decode``."""
+        from speechllm_cli.stages.systems import system_kind
+
+        for name in names:
+            kind = system_kind(context, context.section("decode"), name)
+            if kind not in TRANSCRIBERS:
+                raise SpeechLLMError(f"curriculum_finetune.cascades: {name!r} is a {kind} system, not a transcriber "
+                                     f"of decode ({', '.join(sorted(TRANSCRIBERS))})")
 
     def _model(self, start: Path | None, lora: bool) -> tuple[SpeechLLM, Any]:
         """The recipe's model with the weights saved in ``start``: its LoRA too where ``lora``, else a fresh one."""
@@ -129,7 +144,31 @@ class Runner:
             write_jsonl(out / f"{kind}.jsonl", ({"id": r["id"], "text": r["text"], "ref": r["target"], "hyp": h}
                                                 for r, h in zip(used, hyps[kind], strict=True)))
             stats[kind] = {"utterances": len(used), "without_speech": len(rows) - len(used)}
-        return {**stats, "test": test, "command": self.context.command}
+        for name in self.config.cascades:
+            transcripts = self._transcripts(name, utterances, [r.get("lang") or "en" for r in spoken],
+                                            f"{cell.name}: {test} ({name} transcript)")
+            answers = system.answer([Example("text", encode_text(system.tokenizer, t), []) for t in transcripts],
+                                    f"{cell.name}: {test} (read from the {name} transcript)")
+            write_jsonl(out / cascade_file(name), ({"id": r["id"], "text": t, "ref": r["target"], "hyp": h}
+                                                   for r, t, h in zip(spoken, transcripts, answers, strict=True)))
+        return {**stats, "cascades": self.config.cascades, "test": test, "command": self.context.command}
+
+    def _cascade_settings(self) -> dict[str, Any]:
+        """What each cascade's transcript depends on beyond the front end: its search's or peer's settings."""
+        decode = self.context.section("decode")
+        settings = {**decode.searches, **decode.peers}
+        return {name: settings[name].model_dump(mode="json") if name in settings else name
+                for name in self.config.cascades}
+
+    def _transcripts(self, name: str, utterances: Utterances, langs: list[str], description: str) -> list[str]:
+        """A transcriber's transcripts in the form the cell's text inputs have (``prepare_text``'s normalisation)."""
+        from speechllm_cli.data.normalize import normalize
+        from speechllm_cli.stages.systems import build_system
+
+        decode = self.context.section("decode")
+        texts = build_system(self.context, decode, self.front, name).transcribe(utterances, description)
+        normalizer = self.context.section("prepare_text").normalize
+        return [normalize(text, normalizer, lang) for text, lang in zip(texts, langs, strict=True)]
 
     def run_cell(self, cell: Cell) -> dict[str, Any]:
         pools = self.pools(cell.track)
@@ -142,8 +181,9 @@ class Runner:
         final = plans[-1]
         eval_dir = final.folder / "eval" / track.test
         generation = self.config.generation.model_dump(mode="json")
+        cascades = {"cascades": self._cascade_settings()} if self.config.cascades else {}
         units.append(Unit(f"{cell.name} eval", eval_dir,
-                          {"key": final.key, "test": track.test, "generation": generation},
+                          {"key": final.key, "test": track.test, "generation": generation, **cascades},
                           [text_set_path(self.context, track.test)], lambda: self.evaluate(cell, final, eval_dir)))
         outcomes = run_units(self.context, units)
         uses_speech = any("speech" in p.phase.inputs for p in plans)

@@ -50,6 +50,10 @@ class CurriculumConfig(StrictModel):
     """Batching, seed, checkpoints; steps, lr and warmup come from each phase."""
     generation: GenerationConfig = GenerationConfig(max_new_tokens=96, length_ratio=8.0)
     decode_batch_size: PositiveInt = 16
+    cascades: list[Name] = []
+    """Transcribers of ``decode`` (``ctc``, a search, a peer) whose transcript of the test speech, normalised as
+    ``prepare_text`` normalises, each cell's model also reads as text: the cascade a user would otherwise
+    build from the same fine-tuned model (a third file beside the speech and text hypotheses)."""
 
     @model_validator(mode="after")
     def _known(self) -> CurriculumConfig:

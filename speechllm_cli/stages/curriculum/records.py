@@ -23,6 +23,11 @@ def cell_record_path(context: Context, cell: Cell) -> Path:
     return curriculum_dir(context) / cell.track / cell.scheme / f"b{cell.budget:g}" / "cell.json"
 
 
+def cascade_file(transcriber: str) -> str:
+    """The evaluation file of a cell's model reading ``transcriber``'s transcript of the test speech."""
+    return f"cascade-{transcriber}.jsonl"
+
+
 def read_cell(context: Context, cell: Cell) -> dict[str, Any] | None:
     """A cell's record, or None when the cell has not been run."""
     path = cell_record_path(context, cell)
