@@ -343,27 +343,31 @@ def test_the_encoder_trains_on_extra_splits_beside_its_own(tiny, tmp_path: Path)
 
 
 def test_the_complete_whisper_is_an_encoder_with_nothing_to_train(tiny, tmp_path: Path) -> None:
-    """Issue 23: ``whisper-tokens`` (the packaged Whisper tiny.en's decoder posteriors over its word pieces) goes
-    through train-encoder, calibrate, align and decode as the CTC encoders do."""
+    """Issues 23, 22: ``whisper-tokens`` (the packaged Whisper tiny.en's decoder posteriors over its word pieces),
+    read through ``unit-embedding`` as in the mini recipe's default, goes through train-encoder, calibrate,
+    align (TASU's simulation and the calibrated one) and decode as the CTC encoders do."""
     exp, _ = tiny
     copy = tmp_path / "exp"
     for part in ("data", "text", "tokenizer"):
         shutil.copytree(exp / part, copy / part)
     settings = ("--recipe", "tiny", "--exp-dir", copy, "--set", "train_encoder.encoder=whisper-tokens",
                 "--set", "train_encoder.model={units: 500}", "--set", "calibrate.compare={}",
-                "--set", "calibrate.text_branch=null")
-    for command in (("train-encoder",), ("calibrate",), ("align", "--system", "calibrated"),
-                    ("decode", "--system", "ctc", "--system", "calibrated", "--set", "decode.splits=[test_newvoice]",
-                     "--set", "decode.tasks={}")):
+                "--set", "calibrate.text_branch=null", "--set", "model.projector.kind=unit-embedding")
+    for command in (("train-encoder",), ("calibrate",), ("align", "--system", "tasu", "--system", "calibrated"),
+                    ("decode", "--system", "ctc", "--system", "tasu", "--system", "calibrated",
+                     "--set", "decode.splits=[test_newvoice]", "--set", "decode.tasks={}")):
         result = _speechllm(*command, *settings)
         assert result.returncode == 0, result.stderr
     assert json.loads((copy / "encoder/encoder.json").read_text()) == {"encoder": "whisper-tokens"}
     assert not (copy / "encoder/checkpoint").exists() and (copy / "encoder/model/whisper/config.json").is_file()
     calibration = json.loads((copy / "encoder/calibration/model/calibration.json").read_text())
     assert calibration["vocab_size"] == 501 and calibration["rates"]["correct"] > 0.1
+    for system in ("tasu", "calibrated"):
+        projector = json.loads((copy / f"align/{system}/projector/config.json").read_text())
+        assert (projector["kind"], projector["vocab_size"]) == ("unit-embedding", 501), system
     rows = {system: [json.loads(line) for line in (copy / f"decode/{system}/test_newvoice/hyps.jsonl").open()]
-            for system in ("ctc", "calibrated")}
-    assert len(rows["ctc"]) == len(rows["calibrated"]) == 6
+            for system in ("ctc", "tasu", "calibrated")}
+    assert len(rows["ctc"]) == len(rows["tasu"]) == len(rows["calibrated"]) == 6
     assert sum(len(row["hyp"].split()) >= 3 for row in rows["ctc"]) >= 4, "Whisper's own transcript, word by word"
 
 
@@ -766,6 +770,43 @@ def test_a_cell_starts_from_a_frozen_llm_system_with_a_fresh_lora(tiny, tmp_path
     assert finetuned.returncode == 0, finetuned.stderr
     weights = _weights(cell_weights(context, cell))
     assert any("lora_B" in name and tensor.any() for name, tensor in weights.items())
+
+
+def test_an_slu_cascade_is_the_cells_model_reading_the_normalised_ctc_transcript(tiny, tmp_path: Path) -> None:
+    """Issue 23: ``curriculum_finetune.cascades`` has each cell's model also read a transcriber's transcript of the
+    test speech; only the evaluation reruns, and score reports it beside the speech and text inputs."""
+    from speechllm_cli.data.normalize import normalize
+    from speechllm_cli.stages.recipe import load_recipe
+
+    exp, _ = tiny
+    copy = _copy_aligned(exp, tmp_path / "exp")
+    shutil.copytree(exp / "curriculum", copy / "curriculum")
+    cell = ("curriculum-finetune", "--recipe", "tiny", "--exp-dir", copy, "--track", "en", "--scheme", "text-only",
+            "--budget", "0")
+    refused = _speechllm(*cell, "--set", "curriculum_finetune.cascades=[tasu]")
+    assert refused.returncode == 1
+    assert refused.stderr == ("error: curriculum_finetune.cascades: 'tasu' is a speech-llm system, not a transcriber "
+                              "of decode (ctc, peer, search)\n")
+    result = _speechllm(*cell, "--set", "curriculum_finetune.cascades=[ctc]")
+    assert result.returncode == 0, result.stderr
+    record = _cell(copy, "en", "text-only", 0)
+    assert record["phases"][0]["status"] == "up to date" and record["evaluation"]["status"] != "up to date"
+    folder = copy / record["eval_dir"]
+    speech, cascade = ([json.loads(line) for line in (folder / name).read_text().splitlines()]
+                       for name in ("speech.jsonl", "cascade-ctc.jsonl"))
+    assert [r["id"] for r in cascade] == [r["id"] for r in speech] and len(cascade) == 4
+    clips = [next((copy / "data/audio/slu_test").glob(f"{r['id']}-*.flac")) for r in cascade]
+    transcribed = _speechllm("decode", "--recipe", "tiny", "--exp-dir", copy, "--system", "ctc", *clips)
+    assert transcribed.returncode == 0, transcribed.stderr
+    normalizer = load_recipe("tiny", []).config.prepare_text.normalize
+    assert [r["text"] for r in cascade] == [normalize(line.split("\t", 1)[1], normalizer)
+                                            for line in transcribed.stdout.splitlines()]
+    scored = _speechllm("score", "--recipe", "tiny", "--exp-dir", copy)
+    assert scored.returncode == 0, scored.stderr
+    summary = json.loads((copy / "score/slu/en/text-only/b0.json").read_text())
+    assert summary["cascades"]["ctc"]["utterances"] == 4
+    results = (copy / "RESULTS.md").read_text()
+    assert "#### Track en: cascades" in results and results.count("| text-only | 0 | ctc |") == 1
 
 
 def test_killed_curriculum_resumes_mid_phase_to_the_uninterrupted_result(tiny, tmp_path: Path) -> None:
