@@ -37,11 +37,15 @@ HEAD_SETS = --set train_encoder.encoder=whisper-ctc \
 HEAD = --exp-dir exp/mini-head $(HEAD_SETS)
 HEAD_DECODED = --system ctc --system ctc_lm --system tasu --system calibrated --system paired --system whisper \
                --system text_llm --system ctc_llm --system whisper_llm
+# The CTC head's recipe end to end with the options $(1) (its folder and settings): `$(call head_recipe,...)`.
+define head_recipe
+	recipes/mini/run.sh --stop-stage 4 $(1)
+	.venv/bin/speechllm align --recipe mini $(1) --system tasu --system calibrated --system paired
+	.venv/bin/speechllm decode --recipe mini $(1) $(HEAD_DECODED)
+	recipes/mini/run.sh --stage 8 $(1)
+endef
 mini-head: setup
-	recipes/mini/run.sh --stop-stage 4 $(HEAD)
-	.venv/bin/speechllm align --recipe mini $(HEAD) --system tasu --system calibrated --system paired
-	.venv/bin/speechllm decode --recipe mini $(HEAD) $(HEAD_DECODED)
-	recipes/mini/run.sh --stage 8 $(HEAD)
+	$(call head_recipe,$(HEAD))
 	@cat exp/mini-head/RESULTS.md
 
 # What `make mini-head` runs with the Whisper base encoder and peer instead of tiny.en, in exp/mini-base (about
@@ -49,10 +53,7 @@ mini-head: setup
 BASE = --exp-dir exp/mini-base $(HEAD_SETS) --set train_encoder.model.whisper=whisper-base \
        --set decode.peers.whisper.model=whisper-base --set decode.peers.whisper.language=en
 mini-base: setup
-	recipes/mini/run.sh --stop-stage 4 $(BASE)
-	.venv/bin/speechllm align --recipe mini $(BASE) --system tasu --system calibrated --system paired
-	.venv/bin/speechllm decode --recipe mini $(BASE) $(HEAD_DECODED)
-	recipes/mini/run.sh --stage 8 $(BASE)
+	$(call head_recipe,$(BASE))
 	@cat exp/mini-base/RESULTS.md
 
 # The cross-lingual track (en-de) on phoneme units both languages share: the CTC head over phonemes on the

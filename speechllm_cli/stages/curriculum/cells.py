@@ -125,8 +125,6 @@ class Runner:
 
     def evaluate(self, cell: Cell, plan: PhasePlan, out: Path) -> dict[str, Any]:
         """Hypotheses of the cell's model on the test set with speech and with transcripts as input."""
-        from speechllm_cli.core.feeds import Example
-        from speechllm_cli.core.llm import encode_text
         from speechllm_cli.stages.systems import split_utterances
 
         test = self.config.tracks[cell.track].test
@@ -137,8 +135,7 @@ class Runner:
         spoken = [r for r in rows if r["id"] in posteriors and posteriors[r["id"]].lsd.shape[0]]
         utterances = split_utterances(self.front, split, [r["id"] for r in spoken])
         hyps = {"speech": system.transcribe(utterances, f"{cell.name}: {test} (speech input)"),
-                "text": system.answer([Example("text", encode_text(system.tokenizer, r["text"]), []) for r in rows],
-                                      f"{cell.name}: {test} (text input)")}
+                "text": system.read([r["text"] for r in rows], f"{cell.name}: {test} (text input)")}
         stats: dict[str, Any] = {}
         for kind, used in (("speech", spoken), ("text", rows)):
             write_jsonl(out / f"{kind}.jsonl", ({"id": r["id"], "text": r["text"], "ref": r["target"], "hyp": h}
@@ -147,8 +144,7 @@ class Runner:
         for name in self.config.cascades:
             transcripts = self._transcripts(name, utterances, [r.get("lang") or "en" for r in spoken],
                                             f"{cell.name}: {test} ({name} transcript)")
-            answers = system.answer([Example("text", encode_text(system.tokenizer, t), []) for t in transcripts],
-                                    f"{cell.name}: {test} (read from the {name} transcript)")
+            answers = system.read(transcripts, f"{cell.name}: {test} (read from the {name} transcript)")
             write_jsonl(out / cascade_file(name), ({"id": r["id"], "text": t, "ref": r["target"], "hyp": h}
                                                    for r, t, h in zip(spoken, transcripts, answers, strict=True)))
         return {**stats, "cascades": self.config.cascades, "test": test, "command": self.context.command}
