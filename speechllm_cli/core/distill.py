@@ -26,7 +26,7 @@ from peft import PeftModel
 from speechllm_cli.common.batching import length_batches
 from speechllm_cli.core.configs import DistillConfig, GenerationConfig, KLDirection
 from speechllm_cli.core.feeds import Batch, Example, Simulate, collate_fn, embed
-from speechllm_cli.core.speech_llm import IGNORE, Prompt, SpeechLLM
+from speechllm_cli.core.speech_llm import Prompt, SpeechLLM
 
 
 @dataclass(frozen=True)
@@ -93,17 +93,9 @@ def adapters_off(llm: torch.nn.Module) -> Iterator[None]:
 
 def response_logits(model: SpeechLLM, inserted: Sequence[torch.Tensor], responses: Sequence[Sequence[int]],
                     prompts: Sequence[Prompt | None] | None = None) -> ResponseLogits:
-    """Logits of ``model``'s LLM predicting each response token after its inserted sequence, in the prompt.
-
-    Position j predicts token j + 1, so the positions kept are those just before each response token; any
-    prefix length gives the same N rows in the same order.
-    """
-    inputs = model.batch_inputs(inserted, responses, prompts=prompts)
-    following = inputs.pop("labels")[:, 1:]
-    predicting = following != IGNORE
-    keep = F.pad(predicting, (0, 1), value=False)
-    logits = model.llm(**inputs, logits_to_keep=keep).logits
-    return ResponseLogits(logits, following[predicting])
+    """Logits of ``model``'s LLM predicting each response token after its inserted sequence, in the prompt: any
+    prefix length gives the same N rows in the same order."""
+    return ResponseLogits(*model.response_logits(inserted, responses, prompts))
 
 
 def teacher_logits(model: SpeechLLM, transcripts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
