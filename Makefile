@@ -8,7 +8,7 @@ setup:
 test: setup
 	.venv/bin/python -m pytest -q
 
-# The mini recipe end to end (about 45 minutes on 2 CPU cores, by their speed: README): data, text, the front
+# The mini recipe end to end (about 40 minutes on 2 CPU cores, by their speed: README): data, text, the front
 # end (whisper-tokens: the complete frozen Whisper tiny.en decoding its own word pieces, nothing trained),
 # calibration, alignment from text alone (tasu, calibrated, behaviour_lora), decoding (the front end's own
 # transcript ctc, the three speech LLMs, the Whisper peer, and on the spoken questions the original LLM
