@@ -31,6 +31,18 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line("disk: " + "; ".join(free))
+    _build_test_llm()
+
+
+def _build_test_llm() -> None:
+    """The tiny recipe's LLM, built (SmolLM2's GGUF converted for its tokenizer) before any test runs. On a fresh
+    machine the first command to need it converts, with a progress bar on stderr, and whichever test came first
+    saw that bar in the output it checks line by line."""
+    from speechllm_cli.core.configs import LLMConfig
+    from speechllm_cli.core.llm import load_tokenizer
+    from speechllm_cli.stages.speech_llm_io import llm_cache_dir
+
+    load_tokenizer(LLMConfig(model="tiny-random-smollm2"), llm_cache_dir())
 
 
 def run_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
