@@ -448,7 +448,8 @@ def test_a_second_run_on_a_unit_in_use_stops_in_one_line_and_the_first_ends_as_a
                                                                                            tmp_path: Path) -> None:
     """Issue 25, finding 1: two aligns of one system on one folder with different configs. The second stops at
     once naming the first (pid, host, command); the first's weights are a clean run's; a third run later is
-    up to date."""
+    up to date. The first is paused while the second tries: on loaded cores it used to finish its 16 tiny steps
+    before the second had started."""
     from safetensors.torch import load_file
 
     exp, _ = tiny
@@ -462,8 +463,12 @@ def test_a_second_run_on_a_unit_in_use_stops_in_one_line_and_the_first_ends_as_a
     deadline = time.time() + 120
     while time.time() < deadline and first.poll() is None and not list(checkpoints.glob("step-*")):
         time.sleep(0.05)
+    first.send_signal(signal.SIGSTOP)
     assert first.poll() is None, "the first align ended before the second could start"
-    second = _align(shared, *ONLY_TASU, "--set", "align.train.steps=7")
+    try:
+        second = _align(shared, *ONLY_TASU, "--set", "align.train.steps=7")
+    finally:
+        first.send_signal(signal.SIGCONT)
     first_stderr = first.communicate()[1]
     assert first.returncode == 0, first_stderr
     lines = second.stderr.strip().splitlines()
